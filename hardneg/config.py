@@ -1,0 +1,482 @@
+"""Suite files (TOML) -> validated run specs.
+
+A suite file names the modalities and data sets to run, the training and loss settings,
+the adapter options and a grid; :func:`load_suite` validates all of it before anything runs
+and expands the grid into :class:`~hardneg.spec.RunSpec` objects with stable ids.
+
+Layout (every table optional except ``[suite]`` and at least one modality table)::
+
+    [suite]            name = "quick", description = "..."
+    [defaults.train]   TrainSpec fields for every modality
+    [defaults.loss]    LossSpec fields for every modality
+    [grid]             swept settings for every modality: lists of values
+    [MODALITY]         datasets = [...], random_init = true|false
+    [MODALITY.train]   TrainSpec overrides
+    [MODALITY.loss]    LossSpec overrides
+    [MODALITY.options] adapter options (checked by the adapter's ``options`` schema)
+    [MODALITY.grid]    grid keys that replace the suite-wide grid's keys for this modality
+
+Precedence of a loss setting, lowest first: LossSpec default < the adapter's
+``default_loss`` < ``[defaults.loss]`` < ``[MODALITY.loss]`` < the grid. A setting that is
+both fixed (``[defaults.*]``/``[MODALITY.*]``) and swept by the grid is rejected, because one
+of the two would be silently ignored.
+
+Grid keys: ``seed``, a bare LossSpec field (``beta``, ``tau_plus``, ``temperature``, ...),
+or a dotted path ``loss.FIELD``, ``train.FIELD``, ``options.NAME``. The product of the
+value lists is taken per modality and data set. ``random_init = true`` adds one untrained
+run (``train.epochs = 0``) per data set, seed and swept adapter option: the loss and
+training grids do not matter without training, so they are collapsed
+(beta = tau_plus = 0, other settings at their un-swept value).
+
+Overrides (``--set``) use the same paths as the file: ``graph.train.epochs=5``,
+``defaults.loss.temperature=0.2``, ``graph.grid.beta=[0, 1]``; shorthands
+``graph.epochs=5`` (a TrainSpec or LossSpec field under a modality) and ``train.epochs=5``
+(under ``[defaults]``). Values are parsed as TOML (``5``, ``0.5``, ``true``, ``[0, 1]``,
+``"text"``); a value that is not valid TOML is taken as a string.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import fnmatch
+import itertools
+import re
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Iterable, Mapping, Sequence
+
+from .errors import ConfigError, HardnegError
+from .spec import LossSpec, RunSpec, TrainSpec
+
+SUITE_KEYS = {"name": str, "description": str}
+MODALITY_KEYS = ("datasets", "random_init", "train", "loss", "options", "grid")
+DEFAULTS_KEYS = ("train", "loss")
+SUITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
+
+LOSS_FIELDS = {f.name: f for f in dataclasses.fields(LossSpec)}
+TRAIN_FIELDS = {f.name: f for f in dataclasses.fields(TrainSpec)}
+_HINTS = {**typing.get_type_hints(LossSpec), **typing.get_type_hints(TrainSpec)}
+
+
+@dataclass
+class Suite:
+    """A validated suite: its name, source file and the expanded run specs (in run order)."""
+
+    name: str
+    path: Path | None
+    description: str
+    specs: list[RunSpec]
+    modalities: list[str]
+    document: dict[str, Any] = field(default_factory=dict)   # the TOML after overrides
+
+    def __len__(self) -> int:
+        return len(self.specs)
+
+
+# ---- small helpers ---------------------------------------------------------------------
+
+def _type_name(value: Any) -> str:
+    return {bool: "boolean", int: "integer", float: "float", str: "string", list: "array",
+            dict: "table"}.get(type(value), type(value).__name__)
+
+
+class _Where:
+    """Prefix of every message: the file and the key path."""
+
+    def __init__(self, source: str):
+        self.source = source
+
+    def err(self, path: str, msg: str) -> ConfigError:
+        return ConfigError(f"{self.source}: {path}: {msg}" if path else f"{self.source}: {msg}")
+
+
+def _coerce_field(where: _Where, path: str, name: str, value: Any) -> Any:
+    """Type-check one LossSpec/TrainSpec field value; ints become floats for float fields."""
+    hint = _HINTS[name]
+    if hint is bool:
+        if not isinstance(value, bool):
+            raise where.err(path, f"{value!r} is a {_type_name(value)}; allowed: true or false")
+        return value
+    if hint is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise where.err(path, f"{value!r} is a {_type_name(value)}; allowed: an integer")
+        return value
+    if hint is float:
+        if isinstance(value, bool) or not isinstance(value, (int, float)):
+            raise where.err(path, f"{value!r} is a {_type_name(value)}; allowed: a number")
+        return float(value)
+    if hint is str:
+        if not isinstance(value, str):
+            raise where.err(path, f"{value!r} is a {_type_name(value)}; allowed: a string")
+        return value
+    return value  # pragma: no cover - every field has one of the types above
+
+
+_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
+
+
+def _validate_train(where: _Where, path: str, train: TrainSpec) -> None:
+    try:
+        train.validate()
+    except HardnegError as exc:
+        raise where.err(path, str(exc)) from None
+    # fields TrainSpec.validate leaves alone
+    for name in ("threads", "diagnostics_every", "max_steps_per_epoch"):
+        if getattr(train, name) < 0:
+            raise where.err(path, f"train.{name}={getattr(train, name)!r} is out of range; allowed: an integer >= 0")
+    if not _DEVICE_RE.match(train.device):
+        raise where.err(path, f"train.device={train.device!r} is not known; allowed: auto, cpu, cuda, cuda:N, mps")
+
+
+def _validate_loss(where: _Where, path: str, loss: LossSpec) -> None:
+    try:
+        loss.validate()
+    except HardnegError as exc:
+        raise where.err(path, str(exc)) from None
+
+
+def _check_table(where: _Where, path: str, value: Any) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise where.err(path, f"{value!r} is a {_type_name(value)}; allowed: a table")
+    return value
+
+
+def _check_fields(where: _Where, path: str, table: Any, fields: Mapping[str, Any]) -> dict[str, Any]:
+    table = _check_table(where, path, table)
+    out = {}
+    for key, value in table.items():
+        if key not in fields:
+            raise where.err(f"{path}.{key}", f"unknown key; allowed: {', '.join(sorted(fields))}")
+        out[key] = _coerce_field(where, f"{path}.{key}", key, value)
+    return out
+
+
+def _canonical_grid_key(where: _Where, path: str, key: str) -> str:
+    """'beta' -> 'loss.beta'; 'seed'; 'loss.X' / 'train.X' / 'options.X' kept (checked)."""
+    if key == "seed":
+        return key
+    if key in LOSS_FIELDS:
+        return f"loss.{key}"
+    head, _, tail = key.partition(".")
+    if head == "loss" and tail in LOSS_FIELDS:
+        return key
+    if head == "train" and tail in TRAIN_FIELDS:
+        return key
+    if head == "options" and tail:
+        return key
+    raise where.err(f"{path}.{key}", "unknown grid key; allowed: seed, a loss field ("
+                    + ", ".join(LOSS_FIELDS) + "), or loss.FIELD, train.FIELD, options.NAME")
+
+
+def _parse_grid(where: _Where, path: str, table: Any, origin: dict[str, str]) -> dict[str, list[Any]]:
+    """Canonical grid key -> checked values; ``origin`` gets canonical key -> key path as written."""
+    table = _check_table(where, path, table)
+    out: dict[str, list[Any]] = {}
+    for key, values in table.items():
+        canon = _canonical_grid_key(where, path, key)
+        if canon in out:
+            raise where.err(f"{path}.{key}", f"the same setting is given twice in the grid ({canon})")
+        if not isinstance(values, list):
+            raise where.err(f"{path}.{key}", f"{values!r} is a {_type_name(values)}; "
+                            "allowed: an array of values, e.g. [0.0, 1.0]")
+        if not values:
+            raise where.err(f"{path}.{key}", "the array is empty, so the grid expands to zero runs; "
+                            "allowed: at least one value")
+        kind, _, name = canon.partition(".")
+        checked = []
+        for i, v in enumerate(values):
+            vpath = f"{path}.{key}[{i}]"
+            if canon == "seed":
+                if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                    raise where.err(vpath, f"{v!r} is not a valid seed; allowed: an integer >= 0")
+            elif kind in ("loss", "train"):
+                v = _coerce_field(where, vpath, name, v)
+            checked.append(v)
+        out[canon] = checked
+        origin[canon] = f'{path}."{key}"' if "." in key else f"{path}.{key}"
+    return out
+
+
+# ---- overrides ---------------------------------------------------------------------------
+
+def _parse_value(text: str) -> Any:
+    try:
+        return tomllib.loads(f"v = {text}")["v"]
+    except tomllib.TOMLDecodeError:
+        return text
+
+
+def apply_overrides(doc: dict[str, Any], overrides: Iterable[str], modalities: Sequence[str]) -> dict[str, Any]:
+    """Return a copy of ``doc`` with ``--set PATH=VALUE`` overrides applied (see module doc)."""
+    doc = copy.deepcopy(doc)
+    for item in overrides:
+        key, sep, raw = item.partition("=")
+        key = key.strip()
+        if not sep or not key:
+            raise ConfigError(f"--set {item!r} is malformed; allowed: PATH=VALUE, e.g. graph.train.epochs=5")
+        parts = key.split(".")
+        if any(not p for p in parts):
+            raise ConfigError(f"--set {item!r}: empty key in {key!r}; allowed: dotted keys like graph.train.epochs")
+        # shorthands
+        if parts[0] in ("train", "loss") and len(parts) == 2:
+            parts = ["defaults"] + parts
+        elif len(parts) == 2 and (parts[0] in modalities or parts[0] in doc) and parts[0] not in ("suite", "grid", "defaults"):
+            if parts[1] in TRAIN_FIELDS:
+                parts = [parts[0], "train", parts[1]]
+            elif parts[1] in LOSS_FIELDS:
+                parts = [parts[0], "loss", parts[1]]
+        value = _parse_value(raw.strip())
+        node = doc
+        for i, p in enumerate(parts[:-1]):
+            nxt = node.get(p)
+            if nxt is None:
+                nxt = node[p] = {}
+            elif not isinstance(nxt, dict):
+                raise ConfigError(f"--set {item!r}: {'.'.join(parts[:i + 1])} is a "
+                                  f"{_type_name(nxt)}, not a table; cannot set {key}")
+            node = nxt
+        node[parts[-1]] = value
+    return doc
+
+
+# ---- loading -----------------------------------------------------------------------------
+
+def read_toml(path: str | Path) -> dict[str, Any]:
+    """Parse a TOML file; a syntax error becomes a ConfigError naming the file and line."""
+    p = Path(path)
+    try:
+        with open(p, "rb") as fh:
+            return tomllib.load(fh)
+    except FileNotFoundError:
+        raise ConfigError(f"suite file {p} does not exist") from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"{p}: not valid TOML: {exc}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read suite file {p}: {exc.strerror}") from None
+
+
+def load_suite(path: str | Path, *, overrides: Sequence[str] = (), only: Sequence[str] = ()) -> Suite:
+    """Read, override, validate and expand a suite file. See :func:`parse_suite`."""
+    p = Path(path)
+    return parse_suite(read_toml(p), source=str(p), default_name=p.stem, path=p,
+                       overrides=overrides, only=only)
+
+
+def parse_suite(doc: Mapping[str, Any], *, source: str = "<suite>", default_name: str = "adhoc",
+                path: Path | None = None, overrides: Sequence[str] = (), only: Sequence[str] = ()) -> Suite:
+    """Validate a parsed suite document and expand it into run specs.
+
+    Raises ConfigError naming ``source``, the key path and what is allowed for: unknown
+    keys, wrong types, out-of-range values, unknown modalities/data sets/options, a grid
+    that expands to zero runs and an ``only`` filter that matches nothing.
+    """
+    from . import adapters
+
+    where = _Where(source)
+    known_modalities = adapters.available()
+    doc = apply_overrides(dict(doc), overrides, known_modalities)
+
+    allowed_top = ["suite", "defaults", "grid"] + known_modalities
+    for key in doc:
+        if key not in allowed_top:
+            raise where.err(key, "unknown top-level key; allowed: suite, defaults, grid, or a modality ("
+                            + ", ".join(known_modalities) + ")")
+
+    suite_tbl = _check_table(where, "suite", doc.get("suite", {}))
+    for key, value in suite_tbl.items():
+        if key not in SUITE_KEYS:
+            raise where.err(f"suite.{key}", f"unknown key; allowed: {', '.join(SUITE_KEYS)}")
+        if not isinstance(value, SUITE_KEYS[key]):
+            raise where.err(f"suite.{key}", f"{value!r} is a {_type_name(value)}; allowed: a string")
+    name = suite_tbl.get("name", default_name)
+    if not SUITE_NAME_RE.match(name):
+        raise where.err("suite.name", f"{name!r} is not a valid suite name; allowed: letters, digits, "
+                        "'_', '.', '-' (it names the results folder)")
+
+    defaults = _check_table(where, "defaults", doc.get("defaults", {}))
+    for key in defaults:
+        if key not in DEFAULTS_KEYS:
+            raise where.err(f"defaults.{key}", f"unknown key; allowed: {', '.join(DEFAULTS_KEYS)}")
+    d_train = _check_fields(where, "defaults.train", defaults.get("train", {}), TRAIN_FIELDS)
+    d_loss = _check_fields(where, "defaults.loss", defaults.get("loss", {}), LOSS_FIELDS)
+    g_origin: dict[str, str] = {}
+    g_grid = _parse_grid(where, "grid", doc.get("grid", {}), g_origin)
+
+    modalities = [k for k in doc if k in known_modalities]
+    if not modalities:
+        raise where.err("", "the suite names no modality, so it expands to zero runs; allowed: one or more "
+                        "tables named after a modality (" + ", ".join(known_modalities) + ")")
+
+    specs: list[RunSpec] = []
+    for mod in modalities:
+        specs.extend(_expand_modality(where, mod, doc[mod], name, d_train, d_loss, g_grid, g_origin))
+
+    specs = _filter_only(specs, only, modalities)
+    seen: set[str] = set()
+    unique = []
+    for s in specs:
+        if s.run_id not in seen:
+            seen.add(s.run_id)
+            unique.append(s)
+    return Suite(name=name, path=path, description=suite_tbl.get("description", ""),
+                 specs=unique, modalities=modalities, document=doc)
+
+
+def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: dict, d_loss: dict,
+                     g_grid: dict[str, list[Any]], g_origin: dict[str, str]) -> list[RunSpec]:
+    from . import adapters
+
+    table = _check_table(where, mod, table)
+    for key in table:
+        if key not in MODALITY_KEYS:
+            raise where.err(f"{mod}.{key}", f"unknown key; allowed: {', '.join(MODALITY_KEYS)}")
+    try:
+        adapter = adapters.get(mod)
+    except HardnegError as exc:
+        raise where.err(mod, str(exc)) from None
+
+    datasets = table.get("datasets")
+    if datasets is None:
+        raise where.err(f"{mod}.datasets", "missing; allowed: an array of data set names, e.g. "
+                        + repr(adapter.datasets()[:2]))
+    if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
+        raise where.err(f"{mod}.datasets", f"{datasets!r} is not an array of strings; allowed: data set names")
+    if not datasets:
+        raise where.err(f"{mod}.datasets", "the array is empty, so the grid expands to zero runs; allowed: "
+                        + ", ".join(adapter.datasets()))
+    for i, ds in enumerate(datasets):
+        try:
+            adapter.check_dataset(ds)
+        except HardnegError as exc:
+            raise where.err(f"{mod}.datasets[{i}]", str(exc)) from None
+    random_init = table.get("random_init", False)
+    if not isinstance(random_init, bool):
+        raise where.err(f"{mod}.random_init", f"{random_init!r} is a {_type_name(random_init)}; allowed: true or false")
+
+    m_train = _check_fields(where, f"{mod}.train", table.get("train", {}), TRAIN_FIELDS)
+    m_loss = _check_fields(where, f"{mod}.loss", table.get("loss", {}), LOSS_FIELDS)
+    m_opts = _check_table(where, f"{mod}.options", table.get("options", {}))
+    grid = dict(g_grid)
+    origin = dict(g_origin)
+    grid.update(_parse_grid(where, f"{mod}.grid", table.get("grid", {}), origin))
+    grid.setdefault("seed", [0])
+
+    # a setting both fixed and swept: one of the two would be ignored without notice
+    for gkey in grid:
+        kind, _, fname = gkey.partition(".")
+        fixed = {"loss": [("defaults.loss", d_loss), (f"{mod}.loss", m_loss)],
+                 "train": [("defaults.train", d_train), (f"{mod}.train", m_train)],
+                 "options": [(f"{mod}.options", m_opts)]}.get(kind, [])
+        for tpath, tbl in fixed:
+            if fname in tbl:
+                raise where.err(f"{tpath}.{fname}", f"is fixed here and also swept by the grid ({gkey}); "
+                                "allowed: one of the two")
+
+    opt_where = f"{where.source}: [{mod}.options] "
+    try:
+        base_opts = adapter.resolve_options(m_opts, where=opt_where)
+    except HardnegError as exc:
+        raise ConfigError(str(exc)) from None
+
+    loss_base = {**{k: v for k, v in adapter.default_loss.items()}, **d_loss, **m_loss}
+    train_base = {**d_train, **m_train}
+    unknown_default = sorted(set(adapter.default_loss) - set(LOSS_FIELDS))
+    if unknown_default:  # an adapter bug, but say so clearly
+        raise where.err(mod, f"adapter default_loss has unknown field(s) {unknown_default}")
+
+    base_loss = LossSpec(**loss_base)
+    base_train = TrainSpec(**train_base)
+    _validate_loss(where, f"{mod}.loss", base_loss)
+    _validate_train(where, f"{mod}.train", base_train)
+
+    # each grid value on its own, so that an error points at the offending array element
+    for gkey, values in grid.items():
+        kind, _, fname = gkey.partition(".")
+        for i, v in enumerate(values):
+            vpath = f"{origin.get(gkey, gkey)}[{i}]"
+            if kind == "loss":
+                _validate_loss(where, vpath, dataclasses.replace(base_loss, **{fname: v}))
+            elif kind == "train":
+                _validate_train(where, vpath, dataclasses.replace(base_train, **{fname: v}))
+            elif kind == "options":
+                try:
+                    adapter.resolve_options({**m_opts, fname: v}, where=f"{where.source}: {vpath} ")
+                except HardnegError as exc:
+                    raise ConfigError(str(exc)) from None
+
+    keys = list(grid)
+    specs: list[RunSpec] = []
+    for ds in datasets:
+        trained: list[RunSpec] = []
+        floors: list[RunSpec] = []
+        for combo in itertools.product(*(grid[k] for k in keys)):
+            setting = dict(zip(keys, combo))
+            loss_kw = dict(loss_base)
+            train_kw = dict(train_base)
+            opts = dict(m_opts)
+            seed = setting["seed"]
+            for k, v in setting.items():
+                kind, _, fname = k.partition(".")
+                {"loss": loss_kw, "train": train_kw, "options": opts}.get(kind, {})[fname] = v
+            resolved_opts = adapter.resolve_options(opts, where=opt_where)
+            spec = RunSpec(modality=mod, dataset=ds, seed=seed, loss=LossSpec(**loss_kw),
+                           train=TrainSpec(**train_kw), options=resolved_opts, suite=suite)
+            trained.append(spec)
+            if random_init:
+                floor_loss = dataclasses.replace(base_loss, beta=0.0, tau_plus=0.0)
+                floor_train = dataclasses.replace(base_train, epochs=0)
+                floors.append(RunSpec(modality=mod, dataset=ds, seed=seed, loss=floor_loss,
+                                      train=floor_train, options=resolved_opts, suite=suite))
+        specs.extend(floors)
+        specs.extend(trained)
+    return specs
+
+
+def _filter_only(specs: list[RunSpec], only: Sequence[str], modalities: Sequence[str]) -> list[RunSpec]:
+    """Keep specs matching any ``MODALITY`` or ``MODALITY/DATASET`` pattern (glob on the data set)."""
+    if not only:
+        return specs
+    kept: list[RunSpec] = []
+    for pattern in only:
+        mod, _, ds = pattern.partition("/")
+        if mod not in modalities:
+            raise ConfigError(f"--only {pattern!r}: modality {mod!r} is not in this suite; "
+                              f"allowed: {', '.join(modalities)}")
+        hits = [s for s in specs if s.modality == mod and (not ds or fnmatch.fnmatchcase(s.dataset, ds))]
+        if not hits:
+            avail = sorted({s.dataset for s in specs if s.modality == mod})
+            raise ConfigError(f"--only {pattern!r} matches no run; data sets of {mod} in this suite: "
+                              + ", ".join(avail))
+        kept.extend(h for h in hits if h not in kept)
+    order = {id(s): i for i, s in enumerate(specs)}
+    return sorted(kept, key=lambda s: order[id(s)])
+
+
+def find_suite(name_or_path: str, search: Sequence[Path] = ()) -> Path:
+    """A suite file from a path, or a bare name looked up as ``benchmarks/NAME.toml``."""
+    p = Path(name_or_path)
+    if p.suffix == ".toml" or p.exists() or "/" in name_or_path:
+        if not p.exists():
+            raise ConfigError(f"suite file {p} does not exist")
+        return p
+    dirs = list(search) or suite_dirs()
+    for d in dirs:
+        cand = d / f"{name_or_path}.toml"
+        if cand.exists():
+            return cand
+    names = sorted({q.stem for d in dirs if d.is_dir() for q in d.glob("*.toml")})
+    raise ConfigError(f"no suite named {name_or_path!r}; allowed: a path to a .toml file or one of "
+                      + (", ".join(names) if names else "(no suites found in benchmarks/)"))
+
+
+def suite_dirs() -> list[Path]:
+    """Where bare suite names are looked up: ./benchmarks, then the source tree's benchmarks/."""
+    here = Path.cwd() / "benchmarks"
+    src = Path(__file__).resolve().parent.parent / "benchmarks"
+    out = [here]
+    if src.resolve() != here.resolve():
+        out.append(src)
+    return out

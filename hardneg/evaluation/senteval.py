@@ -1,0 +1,462 @@
+"""SentEval-protocol evaluation of frozen sentence encoders (Conneau & Kiela, 2018).
+
+Implemented in this project (no SentEval code is used); it reads SentEval's
+``data/downstream`` layout from ``<data_root>/senteval/downstream`` and takes any
+``encode(list[str]) -> np.ndarray`` callable, so it serves the quick-thought GRUs, a
+sentence-transformers model or a bag of random word vectors alike.
+
+Protocols (all seeded; ``folds`` = 10 as in the quick-thought and hard-negative papers,
+where SentEval's own default is 5):
+
+* **MR, CR, SUBJ, MPQA** (binary): nested stratified k-fold. Outer ``folds`` splits give
+  the reported test accuracy (mean over folds, std across folds); inside each outer
+  training part, ``inner_folds`` stratified splits pick the L2 strength ``C`` from
+  ``C_GRID`` by mean inner accuracy; the model refitted on the whole outer training part
+  with that ``C`` is scored on the outer test part.
+* **TREC** (6 coarse classes): stratified ``folds``-fold CV on the 5,452 training questions
+  picks ``C``; refit on all of them; accuracy on the 500 test questions.
+* **MRPC**: pair features ``[|u - v|, u * v]``; stratified ``folds``-fold CV on the 4,076
+  training pairs picks ``C``; refit; test accuracy and F1 (positive class = paraphrase)
+  on the 1,725 test pairs.
+* **SST2**: ``C`` picked on the dev set (model fitted on train), refit on train, test accuracy.
+* **STSB**: no training; Spearman correlation between the cosine similarity of the two
+  sentence vectors and the gold score on the 1,379 test pairs (the figure
+  sentence-transformers reports, 0.82 for all-MiniLM-L6-v2).
+
+Classifier: scikit-learn ``LogisticRegression(solver='lbfgs', C=c, max_iter=MAX_ITER)``
+(multinomial for TREC), ``C`` in ``C_GRID = {2^-2, 2^-1, 1, 2, 4, 8}`` (SentEval's grid
+for its scikit-learn path). Unlike SentEval, features are standardised (mean and std of
+the training part of each split) before the classifier, so the same ``C`` grid means the
+same thing for unit-norm MiniLM vectors and unbounded GRU states. Within one inner split
+the ``C`` path is fitted in increasing order with warm starts (same optimum, faster).
+
+Speed: every distinct sentence of the requested tasks is encoded once per call (and the
+encodings may be cached on disk with ``cache_file``); ``subsample`` caps the examples per
+task for fast tests (never for reported figures; results then say so in ``protocol``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import time
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterable, Sequence
+
+import numpy as np
+
+from ..errors import DataError, HardnegError
+
+TASKS: tuple[str, ...] = ("MR", "CR", "SUBJ", "MPQA", "TREC", "MRPC", "SST2", "STSB")
+#: the five tasks whose average is the headline "transfer" score
+CORE_TASKS: tuple[str, ...] = ("MR", "CR", "SUBJ", "MPQA", "TREC")
+C_GRID: tuple[float, ...] = tuple(2.0 ** t for t in range(-2, 4))
+MAX_ITER = 200
+
+_BINARY_FILES = {
+    "MR": ("MR/rt-polarity.pos", "MR/rt-polarity.neg"),
+    "CR": ("CR/custrev.pos", "CR/custrev.neg"),
+    "SUBJ": ("SUBJ/subj.objective", "SUBJ/subj.subjective"),
+    "MPQA": ("MPQA/mpqa.pos", "MPQA/mpqa.neg"),
+}
+_FILES = {
+    **_BINARY_FILES,
+    "TREC": ("TREC/train_5500.label", "TREC/TREC_10.label"),
+    "MRPC": ("MRPC/msr_paraphrase_train.txt", "MRPC/msr_paraphrase_test.txt"),
+    "SST2": ("SST/binary/sentiment-train", "SST/binary/sentiment-dev", "SST/binary/sentiment-test"),
+    "STSB": ("STS/STSBenchmark/sts-test.csv",),
+}
+
+
+@dataclass
+class TaskData:
+    """Sentences and labels of one task. ``pairs`` tasks hold (s1, s2) per example."""
+
+    name: str
+    splits: dict[str, tuple[list, np.ndarray]]  # split -> (sentences or pairs, labels/scores)
+    skipped: int = 0                             # empty lines dropped while reading
+
+
+@dataclass
+class TaskResult:
+    """Scores of one task: ``metrics`` e.g. {'acc': 77.1} (percent) or {'spearman': 0.82}."""
+
+    task: str
+    metrics: dict[str, float]
+    std: dict[str, float] = field(default_factory=dict)
+    protocol: str = ""
+    split: str = "test"
+    n_train: int = 0
+    n_test: int = 0
+    chosen_c: list[float] = field(default_factory=list)
+    seconds: float = 0.0
+    skipped: int = 0
+
+
+# ---- reading ------------------------------------------------------------------------
+def downstream_root(data_root: str | os.PathLike) -> Path:
+    """``<data_root>/senteval/downstream``."""
+    return Path(data_root) / "senteval" / "downstream"
+
+
+def check_files(data_root: str | os.PathLike, tasks: Iterable[str] = TASKS) -> list[Path]:
+    """Paths of the requested tasks' files that are missing (empty list when all present)."""
+    base = downstream_root(data_root)
+    missing = []
+    for t in tasks:
+        _check_task_name(t)
+        missing += [base / rel for rel in _FILES[t] if not (base / rel).is_file()]
+    return missing
+
+
+def _check_task_name(task: str) -> None:
+    if task not in _FILES:
+        raise HardnegError(f"unknown SentEval task {task!r}; allowed: {', '.join(TASKS)}")
+
+
+def _read_lines(path: Path, encoding: str | None = None) -> list[str]:
+    raw = path.read_bytes()
+    if encoding is None:
+        try:
+            text = raw.decode("utf-8-sig")
+        except UnicodeDecodeError:
+            # SentEval reads these files as latin-1; every byte string is valid latin-1.
+            text = raw.decode("latin-1")
+    else:
+        text = raw.decode(encoding)
+    return text.splitlines()
+
+
+def load_task(task: str, data_root: str | os.PathLike) -> TaskData:
+    """Read one task from SentEval's layout; raises DataError naming missing files or bad lines."""
+    _check_task_name(task)
+    missing = check_files(data_root, [task])
+    if missing:
+        raise DataError(f"SentEval task {task}: missing file(s) {', '.join(map(str, missing))}; "
+                        "expected SentEval's data/downstream layout under <data_root>/senteval/downstream")
+    base = downstream_root(data_root)
+    skipped = 0
+    if task in _BINARY_FILES:
+        sents, labels = [], []
+        for label, rel in zip((1, 0), _FILES[task]):
+            for line in _read_lines(base / rel):
+                line = line.strip()
+                if not line:
+                    skipped += 1
+                    continue
+                sents.append(line)
+                labels.append(label)
+        return TaskData(task, {"all": (sents, np.asarray(labels))}, skipped)
+    if task == "TREC":
+        splits = {}
+        for split, rel in zip(("train", "test"), _FILES[task]):
+            sents, labels = [], []
+            for i, line in enumerate(_read_lines(base / rel, "latin-1"), 1):
+                line = line.strip()
+                if not line:
+                    skipped += 1
+                    continue
+                coarse, sep, rest = line.partition(":")
+                parts = rest.split(" ", 1)
+                if not sep or len(parts) < 2:
+                    raise DataError(f"{base / rel}:{i}: expected 'COARSE:fine question', got {line[:60]!r}")
+                sents.append(parts[1].strip())
+                labels.append(coarse)
+            splits[split] = (sents, np.asarray(labels))
+        return TaskData(task, splits, skipped)
+    if task == "MRPC":
+        splits = {}
+        for split, rel in zip(("train", "test"), _FILES[task]):
+            pairs, labels = [], []
+            lines = _read_lines(base / rel)
+            for i, line in enumerate(lines[1:], 2):  # first line is the header
+                if not line.strip():
+                    skipped += 1
+                    continue
+                cols = line.split("\t")
+                if len(cols) != 5 or cols[0] not in ("0", "1"):
+                    raise DataError(f"{base / rel}:{i}: expected 5 tab-separated columns "
+                                    f"(Quality, #1 ID, #2 ID, #1 String, #2 String), got {len(cols)}")
+                pairs.append((cols[3].strip(), cols[4].strip()))
+                labels.append(int(cols[0]))
+            splits[split] = (pairs, np.asarray(labels))
+        return TaskData(task, splits, skipped)
+    if task == "SST2":
+        splits = {}
+        for split, rel in zip(("train", "dev", "test"), _FILES[task]):
+            sents, labels = [], []
+            for i, line in enumerate(_read_lines(base / rel), 1):
+                if not line.strip():
+                    skipped += 1
+                    continue
+                sent, sep, lab = line.rstrip().rpartition("\t")
+                if not sep or lab not in ("0", "1"):
+                    raise DataError(f"{base / rel}:{i}: expected 'sentence<TAB>0|1', got {line[:60]!r}")
+                sents.append(sent.strip())
+                labels.append(int(lab))
+            splits[split] = (sents, np.asarray(labels))
+        return TaskData(task, splits, skipped)
+    # STSB
+    rel = _FILES[task][0]
+    pairs, scores = [], []
+    for i, line in enumerate(_read_lines(base / rel), 1):
+        if not line.strip():
+            skipped += 1
+            continue
+        cols = line.split("\t")
+        try:
+            score = float(cols[4])
+            pairs.append((cols[5].strip(), cols[6].strip()))
+        except (IndexError, ValueError):
+            raise DataError(f"{base / rel}:{i}: expected genre, file, year, id, score, s1, s2 "
+                            "(tab-separated)") from None
+        scores.append(score)
+    return TaskData(task, {"test": (pairs, np.asarray(scores, dtype=np.float64))}, skipped)
+
+
+def _subsample(task: TaskData, cap: int, rng: np.random.Generator) -> TaskData:
+    splits = {}
+    for split, (xs, ys) in task.splits.items():
+        if len(xs) > cap:
+            idx = np.sort(rng.choice(len(xs), size=cap, replace=False))
+            xs, ys = [xs[i] for i in idx], ys[idx]
+        splits[split] = (xs, ys)
+    return TaskData(task.name, splits, task.skipped)
+
+
+# ---- classifiers --------------------------------------------------------------------
+def _standardise(train: np.ndarray, *others: np.ndarray) -> list[np.ndarray]:
+    mu = train.mean(0)
+    sd = train.std(0)
+    sd[sd < 1e-8] = 1.0  # constant features (e.g. an all-zero vector) stay zero
+    return [(a - mu) / sd for a in (train, *others)]
+
+
+def _lr(c: float):
+    from sklearn.linear_model import LogisticRegression
+    return LogisticRegression(C=c, solver="lbfgs", max_iter=MAX_ITER, warm_start=True)
+
+
+def _fit(clf, x, y):
+    from sklearn.exceptions import ConvergenceWarning
+    with warnings.catch_warnings():
+        # the warm-started path is stopped at MAX_ITER on purpose; the last iterate is used
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        clf.fit(x, y)
+    return clf
+
+
+def _cv_pick_c(x: np.ndarray, y: np.ndarray, folds: int, seed: int, c_grid: Sequence[float]) -> float:
+    """C with the best mean accuracy over stratified ``folds``-fold CV of (x, y)."""
+    from sklearn.model_selection import StratifiedKFold
+    skf = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    acc = np.zeros(len(c_grid))
+    for tr, va in skf.split(x, y):
+        xtr, xva = _standardise(x[tr], x[va])
+        clf = None
+        for k, c in enumerate(sorted(c_grid)):
+            if clf is None:
+                clf = _lr(c)
+            else:
+                clf.set_params(C=c)  # warm start from the previous C's solution
+            _fit(clf, xtr, y[tr])
+            acc[k] += (clf.predict(xva) == y[va]).mean()
+    return float(sorted(c_grid)[int(np.argmax(acc))])
+
+
+def _fit_predict(x: np.ndarray, y: np.ndarray, xt: np.ndarray, c: float) -> np.ndarray:
+    xs, xts = _standardise(x, xt)
+    return _fit(_lr(c), xs, y).predict(xts)
+
+
+def nested_cv_accuracy(x: np.ndarray, y: np.ndarray, *, folds: int = 10, inner_folds: int = 10,
+                       seed: int = 0, c_grid: Sequence[float] = C_GRID) -> tuple[float, float, list[float]]:
+    """SentEval's InnerKFold protocol: (mean outer accuracy %, std %, chosen C per fold).
+
+    acc = mean_k  accuracy(LR_{C*_k} fitted on outer-train_k, outer-test_k),
+    C*_k = argmax_C mean inner-CV accuracy on outer-train_k.
+    """
+    from sklearn.model_selection import StratifiedKFold
+    outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+    accs, cs = [], []
+    for tr, te in outer.split(x, y):
+        c = _cv_pick_c(x[tr], y[tr], inner_folds, seed, c_grid)
+        pred = _fit_predict(x[tr], y[tr], x[te], c)
+        accs.append(100.0 * (pred == y[te]).mean())
+        cs.append(c)
+    return float(np.mean(accs)), float(np.std(accs)), cs
+
+
+# ---- the driver ---------------------------------------------------------------------
+def _sentences_of(task: TaskData) -> list[str]:
+    out = []
+    for xs, _ in task.splits.values():
+        for x in xs:
+            out.extend(x if isinstance(x, tuple) else (x,))
+    return out
+
+
+def _encode_all(encode: Callable[[list[str]], np.ndarray], sentences: list[str], cache_file: Path | None,
+                log: Callable[[str], None] | None) -> dict[str, np.ndarray]:
+    uniq = sorted(set(sentences))
+    key = hashlib.sha256("\n".join(uniq).encode("utf-8", "surrogatepass")).hexdigest()[:16]
+    if cache_file is not None and Path(cache_file).is_file():
+        with np.load(cache_file, allow_pickle=False) as z:
+            if str(z["key"]) == key:
+                return dict(zip(uniq, z["emb"]))
+    t0 = time.perf_counter()
+    emb = np.asarray(encode(uniq), dtype=np.float32)
+    if emb.ndim != 2 or emb.shape[0] != len(uniq):
+        raise HardnegError(f"encode() returned shape {emb.shape}; expected ({len(uniq)}, dim)")
+    if not np.isfinite(emb).all():
+        raise HardnegError("encode() returned non-finite values (NaN or inf)")
+    if log:
+        log(f"senteval: encoded {len(uniq)} distinct sentences in {time.perf_counter() - t0:.1f}s "
+            f"(dim {emb.shape[1]})")
+    if cache_file is not None:
+        cache_file = Path(cache_file)
+        cache_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache_file.with_name(cache_file.name + ".tmp.npz")
+        np.savez(tmp, key=np.asarray(key), emb=emb)
+        os.replace(tmp, cache_file)
+    return dict(zip(uniq, emb))
+
+
+def _vecs(table: dict[str, np.ndarray], xs: list[str]) -> np.ndarray:
+    return np.stack([table[x] for x in xs]).astype(np.float64)
+
+
+def evaluate(encode: Callable[[list[str]], np.ndarray], data_root: str | os.PathLike,
+             tasks: Sequence[str] = TASKS, *, seed: int = 0, folds: int = 10, inner_folds: int = 10,
+             c_grid: Sequence[float] = C_GRID, subsample: int | None = None,
+             cache_file: str | os.PathLike | None = None,
+             log: Callable[[str], None] | None = None) -> list[TaskResult]:
+    """Run the SentEval protocols of ``tasks`` on a frozen ``encode``; see the module docstring.
+
+    ``subsample``: at most this many examples per split (tests only). ``cache_file``: an
+    ``.npz`` that stores the encodings keyed by the sentence set, reused when it matches.
+    Missing files of any requested task raise DataError naming all of them before encoding.
+    """
+    tasks = list(tasks)
+    for t in tasks:
+        _check_task_name(t)
+    if folds < 2 or inner_folds < 2:
+        raise HardnegError(f"folds={folds}, inner_folds={inner_folds}; allowed: integers >= 2")
+    missing = check_files(data_root, tasks)
+    if missing:
+        raise DataError("SentEval data missing: " + ", ".join(map(str, missing))
+                        + "; expected SentEval's data/downstream layout under <data_root>/senteval/downstream")
+    rng = np.random.default_rng(seed)
+    loaded = []
+    for t in tasks:
+        td = load_task(t, data_root)
+        if subsample:
+            td = _subsample(td, int(subsample), rng)
+        loaded.append(td)
+    table = _encode_all(encode, [s for td in loaded for s in _sentences_of(td)],
+                        Path(cache_file) if cache_file else None, log)
+    sub = f"; SUBSAMPLED to <= {subsample} per split" if subsample else ""
+    grid = "C in {" + ", ".join(f"{c:g}" for c in c_grid) + "}"
+    lr = f"standardised features, sklearn LogisticRegression lbfgs, {grid}"
+    results = []
+    for td in loaded:
+        t0 = time.perf_counter()
+        t = td.name
+        if t in _BINARY_FILES:
+            xs, y = td.splits["all"]
+            acc, sd, cs = nested_cv_accuracy(_vecs(table, xs), y, folds=folds, inner_folds=inner_folds,
+                                             seed=seed, c_grid=c_grid)
+            res = TaskResult(t, {"acc": acc}, {"acc": sd}, n_train=len(xs), n_test=len(xs), chosen_c=cs,
+                             protocol=f"nested stratified {folds}-fold CV (inner {inner_folds}-fold picks C), "
+                                      f"{lr}, seed {seed}{sub}", split="cv")
+        elif t in ("TREC", "MRPC"):
+            (xtr, ytr), (xte, yte) = td.splits["train"], td.splits["test"]
+            if t == "TREC":
+                ftr, fte = _vecs(table, xtr), _vecs(table, xte)
+                feats = "sentence vector"
+            else:
+                ftr, fte = (_pair_features(table, p) for p in (xtr, xte))
+                feats = "[|u-v|, u*v]"
+            c = _cv_pick_c(ftr, ytr, folds, seed, c_grid)
+            pred = _fit_predict(ftr, ytr, fte, c)
+            m = {"acc": 100.0 * float((pred == yte).mean())}
+            if t == "MRPC":
+                from sklearn.metrics import f1_score
+                m["f1"] = 100.0 * float(f1_score(yte, pred, pos_label=1))
+            res = TaskResult(t, m, n_train=len(xtr), n_test=len(xte), chosen_c=[c],
+                             protocol=f"features {feats}; stratified {folds}-fold CV on train picks C, "
+                                      f"refit on train, test set; {lr}, seed {seed}{sub}")
+        elif t == "SST2":
+            (xtr, ytr), (xdv, ydv), (xte, yte) = (td.splits[s] for s in ("train", "dev", "test"))
+            ftr, fdv, fte = _vecs(table, xtr), _vecs(table, xdv), _vecs(table, xte)
+            s_tr, s_dv = _standardise(ftr, fdv)
+            best, best_c, clf = -1.0, c_grid[0], None
+            for c in sorted(c_grid):
+                clf = _lr(c) if clf is None else clf.set_params(C=c)
+                a = float((_fit(clf, s_tr, ytr).predict(s_dv) == ydv).mean())
+                if a > best:
+                    best, best_c = a, c
+            pred = _fit_predict(ftr, ytr, fte, best_c)
+            res = TaskResult(t, {"acc": 100.0 * float((pred == yte).mean())}, n_train=len(xtr),
+                             n_test=len(xte), chosen_c=[best_c],
+                             protocol=f"C picked on dev (fit on train), test accuracy; {lr}, seed {seed}{sub}")
+        else:  # STSB
+            from scipy.stats import spearmanr
+            pairs, gold = td.splits["test"]
+            u = _vecs(table, [a for a, _ in pairs])
+            v = _vecs(table, [b for _, b in pairs])
+            cos = (u * v).sum(1) / np.maximum(np.linalg.norm(u, axis=1) * np.linalg.norm(v, axis=1), 1e-12)
+            rho = float(spearmanr(cos, gold).statistic)
+            res = TaskResult(t, {"spearman": rho}, n_test=len(pairs),
+                             protocol=f"STS Benchmark test, Spearman of cosine similarity vs gold, no training{sub}")
+        res.seconds = time.perf_counter() - t0
+        res.skipped = td.skipped
+        if log:
+            log(f"senteval: {t} " + " ".join(f"{k}={v:.4g}" for k, v in res.metrics.items())
+                + f" ({res.seconds:.1f}s)")
+        results.append(res)
+    return results
+
+
+def _pair_features(table: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
+    u = _vecs(table, [a for a, _ in pairs])
+    v = _vecs(table, [b for _, b in pairs])
+    return np.concatenate([np.abs(u - v), u * v], axis=1)
+
+
+def to_metrics(results: Sequence[TaskResult]) -> list:
+    """Flatten task results into :class:`hardneg.adapters.Metric` rows named 'MR_acc',
+    'MRPC_f1', 'STSB_spearman', ..., plus 'core5_avg_acc' (mean of MR, CR, SUBJ, MPQA, TREC
+    accuracy) when all five were evaluated."""
+    from ..adapters import Metric
+    out = []
+    for r in results:
+        for k, v in r.metrics.items():
+            out.append(Metric(f"{r.task}_{k}", float(v), split=r.split, protocol=r.protocol,
+                              std=r.std.get(k)))
+    core = {r.task: r.metrics["acc"] for r in results if r.task in CORE_TASKS}
+    if len(core) == len(CORE_TASKS):
+        out.append(Metric("core5_avg_acc", float(np.mean(list(core.values()))), split="mixed",
+                          protocol="mean of MR, CR, SUBJ, MPQA, TREC accuracies"))
+    return out
+
+
+def format_table(rows: dict[str, Sequence[TaskResult]]) -> str:
+    """A Markdown table: one row per method name, one column per task metric."""
+    cols: list[str] = []
+    for res in rows.values():
+        for r in res:
+            for k in r.metrics:
+                if f"{r.task}_{k}" not in cols:
+                    cols.append(f"{r.task}_{k}")
+    lines = ["| method | " + " | ".join(cols) + " | core5 avg |", "|---" * (len(cols) + 2) + "|"]
+    for name, res in rows.items():
+        vals = {f"{r.task}_{k}": v for r in res for k, v in r.metrics.items()}
+        core = [vals.get(f"{t}_acc") for t in CORE_TASKS]
+        avg = f"{np.mean(core):.2f}" if all(c is not None for c in core) else "-"
+        cells = [("-" if c not in vals else (f"{vals[c]:.3f}" if c.endswith("spearman") else f"{vals[c]:.2f}"))
+                 for c in cols]
+        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
+    return "\n".join(lines)

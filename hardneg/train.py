@@ -1,0 +1,256 @@
+"""The one training loop every modality shares, and :func:`execute` for a whole run.
+
+:func:`execute` turns a :class:`~hardneg.spec.RunSpec` into a run record::
+
+    adapter = registry[spec.modality]
+    adapter.prepare(run)                     # data from the (read-only) data root
+    model = adapter.build_model(run)
+    train(adapter, model, run, objective)   # optimizer, AMP, diagnostics, curves, checkpoints
+    metrics = adapter.evaluate(model, run)   # frozen-encoder protocol of the modality
+
+The loop owns what is common: seeding (a run is reproducible on CPU), the optimizer
+(Adam/AdamW with the spec's lr and weight decay), bf16 autocast on CUDA, gradient
+clipping, a non-finite-loss guard, per-epoch loss curves with the loss core's diagnostics,
+wall time and peak memory, optional per-epoch checkpoints so that a killed run resumes.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import os
+import platform
+import random
+import resource
+import sys
+import time
+from datetime import datetime, timezone
+from importlib import metadata
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import adapters as registry
+from .adapters import ModalityAdapter, RunContext
+from .data import cache_dir, resolve_data_root
+from .errors import ConfigError, HardnegError
+from .losses import Objective
+from .spec import RunSpec
+
+SCHEMA_VERSION = 1
+_VERSION_PACKAGES = ("torch", "torchvision", "torch-geometric", "sentence-transformers", "transformers",
+                     "datasets", "numpy", "scikit-learn", "pandas", "hardneg")
+
+
+class TrainingDiverged(HardnegError):
+    """The loss became NaN or infinite; the run is recorded as failed."""
+
+
+def resolve_device(name: str) -> torch.device:
+    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        dev = torch.device(name)
+    except RuntimeError:
+        raise ConfigError(f"train.device={name!r} is not a device; allowed: auto, cpu, cuda, cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise ConfigError(f"train.device={name!r} but no CUDA device is available here; allowed: auto, cpu")
+    return dev
+
+
+def seed_everything(seed: int) -> torch.Generator:
+    """Seed Python, NumPy and torch; return a CPU generator for the adapter's own sampling."""
+    random.seed(seed)
+    np.random.seed(seed % (2**32))
+    torch.manual_seed(seed)
+    return torch.Generator().manual_seed(seed)
+
+
+def library_versions() -> dict[str, str | None]:
+    out: dict[str, str | None] = {"python": platform.python_version()}
+    for pkg in _VERSION_PACKAGES:
+        try:
+            out[pkg] = metadata.version(pkg)
+        except metadata.PackageNotFoundError:
+            out[pkg] = None
+    return out
+
+
+def device_description(device: torch.device) -> str:
+    if device.type == "cuda":
+        return f"cuda:{torch.cuda.get_device_name(device)}"
+    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+
+
+def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
+    if device.type == "cuda":
+        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
+    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 2**10
+    return rss_kb * scale, "process_max_rss"
+
+
+def _autocast(device: torch.device, amp: str):
+    if amp == "off" or (amp == "auto" and device.type != "cuda"):
+        return contextlib.nullcontext()
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+
+
+def make_optimizer(params, spec: RunSpec) -> torch.optim.Optimizer:
+    t = spec.train
+    cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
+    return cls(params, lr=t.lr, weight_decay=t.weight_decay)
+
+
+def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
+
+
+def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective: Objective, *,
+          progress: bool = False, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Train ``model`` for ``run.spec.train.epochs`` epochs; return curves and timings.
+
+    Each curve entry: epoch, loss (mean over the epoch's batches), steps, samples,
+    seconds, samples_per_s, and the loss core's diagnostics of the epoch's first batch
+    (every ``diagnostics_every`` epochs). A non-finite loss raises :class:`TrainingDiverged`.
+    With ``checkpoint`` the model, optimizer, RNG and curves are saved after every epoch
+    and a run started again resumes from the last saved epoch.
+    """
+    spec = run.spec
+    t = spec.train
+    optimizer = make_optimizer(adapter.parameters(model), spec)
+    curves: list[dict[str, Any]] = []
+    start_epoch = 0
+    if checkpoint is not None and checkpoint.exists():
+        state = torch.load(checkpoint, map_location=run.device, weights_only=False)
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        run.generator.set_state(state["generator"])
+        torch.set_rng_state(state["torch_rng"])
+        curves = state["curves"]
+        start_epoch = state["epoch"] + 1
+        run.log(f"resumed from checkpoint at epoch {start_epoch}")
+    bar = None
+    if progress:
+        from tqdm.auto import tqdm
+        bar = tqdm(total=t.epochs, initial=start_epoch, desc=f"{spec.modality}/{spec.dataset}", unit="ep",
+                   leave=False, dynamic_ncols=True)
+    for epoch in range(start_epoch, t.epochs):
+        model.train()
+        tic = time.perf_counter()
+        total, steps, samples = 0.0, 0, 0
+        diag: dict[str, float] = {}
+        want_diag = t.diagnostics_every > 0 and epoch % t.diagnostics_every == 0
+        for step, batch in enumerate(adapter.train_batches(run, epoch)):
+            if t.max_steps_per_epoch and step >= t.max_steps_per_epoch:
+                break
+            with _autocast(run.device, t.amp):
+                out = adapter.compute_loss(model, batch, objective, run, details=want_diag and step == 0)
+            loss = out.loss
+            if not torch.isfinite(loss):
+                raise TrainingDiverged(f"loss became {float(loss)} at epoch {epoch}, step {step} "
+                                       f"(beta={spec.loss.beta}, tau_plus={spec.loss.tau_plus}, "
+                                       f"temperature={spec.loss.temperature})")
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            if t.grad_clip > 0:
+                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+            optimizer.step()
+            if want_diag and step == 0:
+                diag = dict(out.diagnostics)
+            total += float(loss.detach())
+            steps += 1
+            counted = adapter.count_samples(batch)
+            samples += int(out.per_anchor.shape[0]) if counted is None else int(counted)
+        if steps == 0:
+            raise HardnegError(f"epoch {epoch} produced no training batch for {spec.modality}/{spec.dataset}; "
+                               f"allowed: a data set with at least one batch of train.batch_size={t.batch_size}")
+        secs = time.perf_counter() - tic
+        entry = {"epoch": epoch, "loss": total / steps, "steps": steps, "samples": samples,
+                 "seconds": secs, "samples_per_s": samples / secs if secs > 0 else math.nan}
+        entry.update({f"diag_{k}": v for k, v in diag.items()})
+        curves.append(entry)
+        if bar is not None:
+            bar.set_postfix(loss=f"{entry['loss']:.4f}")
+            bar.update(1)
+        if checkpoint is not None:
+            _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
+                                          "generator": run.generator.get_state(),
+                                          "torch_rng": torch.get_rng_state(), "curves": curves, "epoch": epoch})
+    if bar is not None:
+        bar.close()
+    return {"curves": curves, "train_s": sum(c["seconds"] for c in curves)}
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+
+
+def execute(spec: RunSpec, *, data_root: str | os.PathLike | None = None, log: Callable[[str], None] = print,
+            progress: bool = False, checkpoint: Path | None = None) -> dict[str, Any]:
+    """Run one spec end to end and return its record (status 'ok').
+
+    Errors propagate (the runner turns them into failure records). ``epochs = 0`` skips
+    training: the record then measures the randomly initialised encoder (the floor).
+    """
+    started = _now()
+    tic = time.perf_counter()
+    adapter = registry.get(spec.modality)
+    adapter.check_dataset(spec.dataset)
+    options = adapter.resolve_options(spec.options, where=f"{spec.modality}.options.")
+    objective = Objective(spec.loss)
+    spec.train.validate()
+    device = resolve_device(spec.train.device)
+    if spec.train.threads > 0:
+        torch.set_num_threads(spec.train.threads)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    generator = seed_everything(spec.seed)
+    root = resolve_data_root(data_root)
+    run = RunContext(spec=spec, options=options, data_root=root, cache_dir=cache_dir(spec.modality),
+                     device=device, generator=generator, log=log)
+    t0 = time.perf_counter()
+    adapter.prepare(run)
+    prepare_s = time.perf_counter() - t0
+    model = adapter.build_model(run).to(device)
+    trained = train(adapter, model, run, objective, progress=progress, checkpoint=checkpoint)
+    t0 = time.perf_counter()
+    model.eval()
+    metrics = adapter.evaluate(model, run)
+    eval_s = time.perf_counter() - t0
+    peak, kind = _peak_memory_mb(device)
+    curves = trained["curves"]
+    last_diag = {k[5:]: v for k, v in (curves[-1] if curves else {}).items() if k.startswith("diag_")}
+    samples = sum(c["samples"] for c in curves)
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "run_id": spec.run_id,
+        "suite": spec.suite,
+        "status": "ok",
+        "modality": spec.modality,
+        "dataset": spec.dataset,
+        "method": spec.method,
+        "seed": spec.seed,
+        "spec": spec.to_dict(),
+        "options": options,
+        "metrics": [m.to_dict() for m in metrics],
+        "curves": curves,
+        "diagnostics": last_diag,
+        "timing": {"wall_s": time.perf_counter() - tic, "prepare_s": prepare_s, "train_s": trained["train_s"],
+                   "eval_s": eval_s, "epochs": len(curves),
+                   "train_samples_per_s": samples / trained["train_s"] if trained["train_s"] > 0 else None},
+        "memory": {"peak_mb": peak, "kind": kind},
+        "device": device_description(device),
+        "versions": library_versions(),
+        "data_checksums": dict(run.data_checksums),
+        "counters": dict(run.counters),
+        "started_at": started,
+        "finished_at": _now(),
+        "error": None,
+    }

@@ -1,0 +1,351 @@
+"""Image data sets as in-memory uint8 tensors: CIFAR-10/100, STL-10 and ImageFolder trees.
+
+Every data set becomes an :class:`ImageSplits`: three :class:`ImageSet` roles
+
+* ``pretrain`` the images SimCLR trains on (labels kept for diagnostics only),
+* ``probe``    the labelled images the linear probe / kNN memory bank uses,
+* ``test``     the labelled images the probe is scored on.
+
+For CIFAR and ImageFolder data ``pretrain`` and ``probe`` are the same training split; for
+STL-10 ``pretrain`` is train+unlabeled (105k), ``probe`` is train (5k), ``test`` is test (8k),
+as in the paper.
+
+Sources (under the data root, read-only):
+
+* ``cifar10``:  ``<root>/cifar10/cifar-10-batches-py/`` (torchvision pickles) if present, else the
+  ImageFolder tree ``<root>/cifar10/{train,test}/<class>/*.{jpg,png}``.
+* ``cifar100``: ``<root>/cifar100/cifar-100-python/{train,test,meta}`` (torchvision pickles), or an
+  ImageFolder tree ``<root>/cifar100/{train,test}/<class>/``.
+* ``stl10``:    ``<root>/stl10/stl10_binary/{train_X,train_y,test_X,test_y,unlabeled_X}.bin``.
+* ``folder:PATH``: any ImageFolder tree ``PATH/{train,test}/<class>/<image>`` (PATH absolute or
+  relative to the data root).
+
+ImageFolder trees are decoded once (PIL) into a uint8 tensor cache under
+``hardneg.data.cache_dir('image')``, keyed by a fingerprint of the file list (relative path,
+size, mtime), so a later run loads 60,000 CIFAR-10 images in about a second. Pickle/binary
+formats are read through torchvision's own dataset classes; their MD5 table only matches the
+official full-size files, so the loader checks presence and records its own SHA-256 fingerprint
+instead (downloads, when allowed, still go through torchvision's checksummed download).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from hardneg import data as hdata
+from hardneg.errors import ConfigError, DataError
+
+KNOWN_DATASETS = ("cifar10", "cifar100", "stl10")
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".ppm", ".pgm", ".tif", ".tiff", ".webp")
+CACHE_VERSION = 1
+
+
+@dataclass
+class ImageSet:
+    """Images (N, C, H, W) uint8 and labels (N,) int64 (-1 = unlabelled)."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def subset(self, index: torch.Tensor) -> "ImageSet":
+        return ImageSet(self.images[index], self.labels[index])
+
+
+@dataclass
+class ImageSplits:
+    """The three roles of one data set plus its class names and provenance."""
+
+    name: str
+    pretrain: ImageSet
+    probe: ImageSet
+    test: ImageSet
+    classes: list[str]
+    source: str                       # human statement of where the pixels came from
+    checksums: dict[str, str] = field(default_factory=dict)
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.classes)
+
+
+# ---------------------------------------------------------------------------------------
+# layout help for error messages
+LAYOUTS = {
+    "cifar10": ("<root>/cifar10/cifar-10-batches-py/{data_batch_1..5,test_batch,batches.meta} "
+                "(torchvision pickles) or <root>/cifar10/{train,test}/<class>/*.jpg (ImageFolder)"),
+    "cifar100": ("<root>/cifar100/cifar-100-python/{train,test,meta} (torchvision pickles) or "
+                 "<root>/cifar100/{train,test}/<class>/*.png (ImageFolder)"),
+    "stl10": "<root>/stl10/stl10_binary/{train_X,train_y,test_X,test_y,unlabeled_X}.bin (+ class_names.txt)",
+    "folder": "PATH/train/<class>/<image> and PATH/test/<class>/<image> (torchvision ImageFolder)",
+}
+
+
+def parse_dataset_name(name: str) -> tuple[str, str | None]:
+    """'cifar10' -> ('cifar10', None); 'folder:PATH' -> ('folder', PATH); else ConfigError."""
+    if name.startswith("folder:"):
+        path = name[len("folder:"):]
+        if not path:
+            raise ConfigError("dataset 'folder:' needs a path, e.g. 'folder:/data/pets'; "
+                              f"expected layout: {LAYOUTS['folder']}")
+        return "folder", path
+    if name in KNOWN_DATASETS:
+        return name, None
+    raise ConfigError(f"unknown image data set {name!r}; allowed: {', '.join(KNOWN_DATASETS)}, "
+                      "or 'folder:PATH' for an ImageFolder tree")
+
+
+# ---------------------------------------------------------------------------------------
+# ImageFolder trees
+def _list_folder(split_dir: Path) -> tuple[list[str], list[tuple[Path, int]]]:
+    classes = sorted(d.name for d in os.scandir(split_dir) if d.is_dir() and not d.name.startswith("."))
+    if not classes:
+        raise DataError(f"{split_dir} holds no class folders; expected {split_dir}/<class>/<image>")
+    items: list[tuple[Path, int]] = []
+    for ci, c in enumerate(classes):
+        files = sorted(e.name for e in os.scandir(split_dir / c)
+                       if e.is_file() and e.name.lower().endswith(IMAGE_EXTENSIONS))
+        items.extend((split_dir / c / f, ci) for f in files)
+    if not items:
+        raise DataError(f"{split_dir} holds no image files (extensions {', '.join(IMAGE_EXTENSIONS)})")
+    return classes, items
+
+
+def _list_key(root: Path, items: Sequence[tuple[Path, int]]) -> str:
+    h = hashlib.sha256(f"v{CACHE_VERSION}|{root.resolve()}\n".encode())
+    for p, label in items:
+        st = p.stat()
+        h.update(f"{p.relative_to(root)}|{label}|{st.st_size}|{st.st_mtime_ns}\n".encode())
+    return h.hexdigest()[:20]
+
+
+def _decode_folder(items: Sequence[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Decode every image with PIL; all must share one size and one mode (RGB or L)."""
+    from PIL import Image, UnidentifiedImageError
+
+    first_path, first_size, first_mode = None, None, None
+    out: np.ndarray | None = None
+    labels = np.empty(len(items), dtype=np.int64)
+    for i, (path, label) in enumerate(items):
+        try:
+            with Image.open(path) as im:
+                im.load()
+                mode, size = im.mode, im.size
+                if mode not in ("RGB", "L"):
+                    raise DataError(f"image {path} has mode {mode!r}; allowed modes: 'RGB' or 'L' "
+                                    "(convert the tree first)")
+                arr = np.asarray(im)
+        except DataError:
+            raise
+        except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+            raise DataError(f"corrupt or unreadable image {path}: {exc}") from None
+        if first_path is None:
+            first_path, first_size, first_mode = path, size, mode
+            out = np.empty((len(items), size[1], size[0], 3), dtype=np.uint8)
+        elif size != first_size or mode != first_mode:
+            raise DataError(
+                f"image {path} is {size[0]}x{size[1]} {mode}, but {first_path} is "
+                f"{first_size[0]}x{first_size[1]} {first_mode}; all images of a tree must share one size "
+                "and one mode (resize/convert them first)")
+        out[i] = arr[..., None] if arr.ndim == 2 else arr
+        labels[i] = label
+    assert out is not None
+    return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
+
+
+def load_folder_split(split_dir: Path, *, log=print) -> tuple[ImageSet, list[str], str]:
+    """One ImageFolder split as an :class:`ImageSet`, via the uint8 cache. Returns (set, classes, fingerprint)."""
+    if not split_dir.is_dir():
+        raise DataError(f"missing folder {split_dir}; expected layout: {LAYOUTS['folder']}")
+    classes, items = _list_folder(split_dir)
+    key = _list_key(split_dir, items)
+    cache_file = hdata.cache_dir("image", "folders") / f"{split_dir.name}-{key}.pt"
+    if cache_file.exists():
+        try:
+            blob = torch.load(cache_file, weights_only=True)
+            if blob["classes"] == classes and blob["images"].shape[0] == len(items):
+                return ImageSet(blob["images"], blob["labels"]), classes, blob["fingerprint"]
+        except (OSError, RuntimeError, KeyError, EOFError):
+            pass  # a damaged cache is rebuilt below
+    log(f"image: decoding {len(items)} images of {split_dir} once into {cache_file.parent} ...")
+    images, labels = _decode_folder(items)
+    fingerprint = hdata.fingerprint_files([p for p, _ in items], root=split_dir)
+    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
+    torch.save({"images": images, "labels": labels, "classes": classes, "fingerprint": fingerprint}, tmp)
+    os.replace(tmp, cache_file)
+    return ImageSet(images, labels), classes, fingerprint
+
+
+def _load_folder_tree(name: str, root: Path, *, log=print) -> ImageSplits:
+    if not (root / "train").is_dir() or not (root / "test").is_dir():
+        layout = LAYOUTS.get(name, LAYOUTS["folder"])
+        raise DataError(f"data set {name!r}: {root} lacks train/ and test/ folders; expected layout: {layout}")
+    train, classes, fp_train = load_folder_split(root / "train", log=log)
+    test, classes_test, fp_test = load_folder_split(root / "test", log=log)
+    if classes_test != classes:
+        raise DataError(f"{root}/test has classes {classes_test} but {root}/train has {classes}; they must match")
+    if train.images.shape[1:] != test.images.shape[1:]:
+        raise DataError(f"{root}/train images are {tuple(train.images.shape[1:])} but {root}/test images are "
+                        f"{tuple(test.images.shape[1:])}; both splits must share one size and mode")
+    return ImageSplits(name, train, train, test, classes, f"ImageFolder {root}",
+                       {f"{name}/train": fp_train, f"{name}/test": fp_test})
+
+
+# ---------------------------------------------------------------------------------------
+# torchvision pickle / binary formats
+def _presence_only(cls):
+    """A subclass of a torchvision data set that checks file presence instead of MD5.
+
+    torchvision's MD5 table only matches the official full-size archives; small files of the
+    same format (tests) and re-packed copies are accepted, and the run records a SHA-256 instead.
+    """
+    attrs = {"train_list": [[f, None] for f, _ in cls.train_list],
+             "test_list": [[f, None] for f, _ in cls.test_list]}
+    if hasattr(cls, "meta"):
+        attrs["meta"] = {**cls.meta, "md5": None}
+    return type(f"{cls.__name__}Local", (cls,), attrs)
+
+
+def _fingerprint_dir(folder: Path, names: Sequence[str]) -> str:
+    return hdata.fingerprint_files([folder / n for n in names if (folder / n).exists()], root=folder)
+
+
+def _load_cifar_pickles(name: str, base: Path, *, download: bool) -> ImageSplits:
+    from torchvision import datasets as tvd
+
+    cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
+    folder = base / cls.base_folder
+    if download:
+        cls(str(base), train=True, download=True)  # torchvision verifies the archive's MD5
+    local = _presence_only(cls)
+    try:
+        tr = local(str(base), train=True)
+        te = local(str(base), train=False)
+    except RuntimeError as exc:
+        raise DataError(f"data set {name!r}: {folder} is incomplete ({exc}); expected layout: "
+                        f"{LAYOUTS[name]}") from None
+    except Exception as exc:  # unpickling errors of a damaged file
+        raise DataError(f"data set {name!r}: cannot read {folder} ({type(exc).__name__}: {exc})") from None
+
+    def to_set(ds) -> ImageSet:
+        return ImageSet(torch.from_numpy(np.ascontiguousarray(ds.data)).permute(0, 3, 1, 2).contiguous(),
+                        torch.as_tensor(ds.targets, dtype=torch.int64))
+
+    files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+    train = to_set(tr)
+    return ImageSplits(name, train, train, to_set(te), list(tr.classes), f"torchvision {cls.__name__} {folder}",
+                       {name: _fingerprint_dir(folder, files)})
+
+
+def _load_stl10(base: Path, *, download: bool) -> ImageSplits:
+    from torchvision import datasets as tvd
+
+    folder = base / tvd.STL10.base_folder
+    if download:
+        tvd.STL10(str(base), split="test", download=True)
+    local = _presence_only(tvd.STL10)
+    try:
+        sets = {s: local(str(base), split=s) for s in ("train", "unlabeled", "test")}
+    except RuntimeError as exc:
+        raise DataError(f"data set 'stl10': {folder} is incomplete ({exc}); expected layout: {LAYOUTS['stl10']}") from None
+    except ValueError as exc:  # a .bin whose size is not a multiple of 3*96*96
+        raise DataError(f"data set 'stl10': cannot read {folder} ({exc})") from None
+
+    def to_set(ds) -> ImageSet:
+        return ImageSet(torch.from_numpy(np.ascontiguousarray(ds.data)),
+                        torch.from_numpy(np.asarray(ds.labels, dtype=np.int64)))
+
+    train, unl, test = (to_set(sets[s]) for s in ("train", "unlabeled", "test"))
+    if len(train.labels) != len(train.images) or len(test.labels) != len(test.images):
+        raise DataError(f"data set 'stl10': label and image counts differ in {folder}")
+    pretrain = ImageSet(torch.cat([train.images, unl.images]), torch.cat([train.labels, unl.labels]))
+    classes = getattr(sets["train"], "classes", None) or [str(i) for i in range(int(train.labels.max()) + 1)]
+    files = [f for f, _ in tvd.STL10.train_list + tvd.STL10.test_list]
+    return ImageSplits("stl10", pretrain, train, test, list(classes), f"torchvision STL10 {folder}",
+                       {"stl10": _fingerprint_dir(folder, files)})
+
+
+def load_dataset(name: str, data_root: Path, *, download: bool | None = None, log=print) -> ImageSplits:
+    """Load data set ``name`` ('cifar10' | 'cifar100' | 'stl10' | 'folder:PATH') from ``data_root``.
+
+    Downloads (torchvision's, MD5-checked) happen only when ``hardneg.data.downloads_allowed(download)``;
+    offline, a missing data set raises :class:`DataError` naming the expected layout.
+    """
+    kind, path = parse_dataset_name(name)
+    data_root = Path(data_root)
+    if kind == "folder":
+        root = Path(path).expanduser()
+        if not root.is_absolute():
+            root = data_root / root
+        return _load_folder_tree(name, root, log=log)
+    allow = hdata.downloads_allowed(download)
+    if kind in ("cifar10", "cifar100"):
+        from torchvision import datasets as tvd
+        base = data_root / kind
+        cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
+        if (base / cls.base_folder).is_dir():
+            return _load_cifar_pickles(kind, base, download=False)
+        if (base / "train").is_dir() and (base / "test").is_dir():
+            return _load_folder_tree(kind, base, log=log)
+        if allow:
+            return _load_cifar_pickles(kind, base, download=True)
+        raise DataError(f"data set {kind!r} not found under {data_root}; expected {LAYOUTS[kind]}. Downloads are "
+                        f"off: set {hdata.ENV_ALLOW_DOWNLOAD}=1 (or pass --download) to fetch it with torchvision")
+    base = data_root / "stl10"
+    if (base / "stl10_binary").is_dir():
+        return _load_stl10(base, download=False)
+    if allow:
+        return _load_stl10(base, download=True)
+    raise DataError(f"data set 'stl10' not found under {data_root}; expected {LAYOUTS['stl10']}. Downloads are "
+                    f"off: set {hdata.ENV_ALLOW_DOWNLOAD}=1 (or pass --download) to fetch it with torchvision")
+
+
+def stratified_subset(labels: torch.Tensor, count: int, *, seed: int = 0, what: str = "subset") -> torch.Tensor:
+    """Indices of ``count`` items with class proportions kept (largest-remainder rounding).
+
+    Deterministic in ``seed``; sorted. ``count`` must not exceed the number of labelled items.
+    Unlabelled items (label -1) are never chosen.
+    """
+    labelled = torch.nonzero(labels >= 0).flatten()
+    if count > labelled.numel():
+        raise ConfigError(f"{what}={count} exceeds the {labelled.numel()} labelled images available; "
+                          f"allowed: 1 <= {what} <= {labelled.numel()} (0 = all)")
+    g = torch.Generator().manual_seed(int(seed))
+    classes, counts = torch.unique(labels[labelled], return_counts=True)
+    exact = counts.double() * count / labelled.numel()
+    take = exact.floor().long()
+    short = count - int(take.sum())
+    if short > 0:
+        order = torch.argsort(exact - take.double(), descending=True, stable=True)
+        take[order[:short]] += 1
+    chosen = []
+    for c, n in zip(classes.tolist(), take.tolist()):
+        idx = labelled[labels[labelled] == c]
+        chosen.append(idx[torch.randperm(idx.numel(), generator=g)[:n]])
+    return torch.sort(torch.cat(chosen)).values
+
+
+def data_present(name: str, data_root: Path) -> tuple[bool, str, str]:
+    """(present, path, detail) for ``hardneg data check`` without loading pixels."""
+    kind, path = parse_dataset_name(name)
+    data_root = Path(data_root)
+    if kind == "folder":
+        root = Path(path) if Path(path).is_absolute() else data_root / path
+        ok = (root / "train").is_dir() and (root / "test").is_dir()
+        return ok, str(root), "" if ok else f"expected {LAYOUTS['folder']}"
+    base = data_root / kind
+    if kind == "stl10":
+        ok = (base / "stl10_binary").is_dir()
+    else:
+        sub = "cifar-10-batches-py" if kind == "cifar10" else "cifar-100-python"
+        ok = (base / sub).is_dir() or ((base / "train").is_dir() and (base / "test").is_dir())
+    return ok, str(base), "" if ok else f"expected {LAYOUTS[kind]}; downloads with {hdata.ENV_ALLOW_DOWNLOAD}=1"
