@@ -58,7 +58,7 @@ from .errors import HardnegError, check_range
 
 __all__ = [
     "LossOutput", "contrastive_loss", "hard_negative_loss", "jsd_loss", "HardNegativeLoss",
-    "Objective", "two_view_masks",
+    "Objective", "two_view_masks", "hardness_weights",
 ]
 
 Reduction = Literal["mean", "sum", "none"]
@@ -185,6 +185,97 @@ def _tilted_log_sum(logits: Tensor, neg_mask: Tensor, beta: float) -> Tensor:
     return _TiltedLogSum.apply(logits, neg_mask, float(beta))
 
 
+# exponent range below which a fixed shift (the largest possible logit) is safe from underflow
+_SAFE_EXP_RANGE = 80.0
+
+
+class _TwoViewTiltedLogSum(torch.autograd.Function):
+    """log R_i for a SimCLR batch straight from the normalised views z = [z1; z2] (2B x d).
+
+    Same quantity as :class:`_TiltedLogSum` with the two-view masks, but fused: the
+    similarity matmul writes the shifted logits directly, the excluded entries (self and
+    partner) are zeroed on two diagonals instead of masking the whole matrix, and when
+    (beta + 1) * 2 / t is small the shift is the largest possible logit 1/t, so no row max
+    is needed. The backward forms dL/dl from saved exponentials and returns
+    dL/dz = (G + G^T) z / t.
+    """
+
+    @staticmethod
+    def forward(ctx, z: Tensor, temperature: float, beta: float) -> Tensor:  # type: ignore[override]
+        n2 = z.shape[0]
+        b = n2 // 2
+        inv_t = 1.0 / temperature
+        if (beta + 1.0) * 2.0 * inv_t < _SAFE_EXP_RANGE:
+            m = torch.full((n2,), inv_t, dtype=z.dtype, device=z.device)
+            d = torch.addmm(m.new_full((1,), -inv_t), z, z.T, alpha=inv_t)   # l - 1/t <= 0
+            masked = False
+        else:
+            d = torch.mm(z, z.T).mul_(inv_t)
+            for off in (0, b, -b):
+                d.diagonal(off).fill_(float("-inf"))
+            m = d.amax(1)
+            d.sub_(m.unsqueeze(1))
+            masked = True
+        if beta == 0.0:
+            x = None
+            e = d.exp_()
+        elif beta == 1.0:
+            e = d.exp_()
+            x = e
+        else:
+            x = torch.mul(d, beta).exp_()
+            e = d.exp_()
+        if not masked:
+            for off in (0, b, -b):
+                e.diagonal(off).zero_()
+                if x is not None and x is not e:
+                    x.diagonal(off).zero_()
+        n = float(n2 - 2)
+        if x is None:
+            se = e.sum(1)
+            log_r = m + se.log()
+            ctx.save_for_backward(z, e, se)
+        else:
+            sx = x.sum(1)
+            sy = torch.linalg.vector_norm(e, dim=1).square() if x is e else \
+                torch.bmm(x.unsqueeze(1), e.unsqueeze(2)).view(-1)
+            log_r = math.log(n) + m + sy.log() - sx.log()
+            ctx.save_for_backward(z, e, sx, sy, *(() if x is e else (x,)))
+        ctx.beta, ctx.inv_t = beta, inv_t
+        return log_r
+
+    @staticmethod
+    def backward(ctx, g: Tensor):  # type: ignore[override]
+        beta, inv_t = ctx.beta, ctx.inv_t
+        if beta == 0.0:
+            z, e, se = ctx.saved_tensors
+            grad_l = e * (g / se).unsqueeze(1)
+        else:
+            z, e, sx, sy, *rest = ctx.saved_tensors
+            x = rest[0] if rest else e
+            # dlogR/dl = (beta+1) x e / sy - beta x / sx = x * ((beta+1) e / sy - beta / sx)
+            grad_l = e * (g * (beta + 1.0) / sy).unsqueeze(1)
+            grad_l.sub_((g * beta / sx).unsqueeze(1))
+            grad_l.mul_(x)
+        grad_z = torch.mm(grad_l, z)
+        grad_z.addmm_(grad_l.T, z)
+        return grad_z.mul_(inv_t), None, None
+
+
+def hardness_weights(scores: Tensor, neg_mask: Tensor, *, beta: float, temperature: float = 1.0,
+                     hardness: Literal["logit", "cosine"] = "logit") -> Tensor:
+    """Self-normalised hardness weights ``w_ij / sum_j w_ij`` over each anchor's negatives.
+
+    ``w_ij = exp(beta * s_ij / t)`` ('logit') or ``exp(beta * s_ij)`` ('cosine'); zero
+    off the negative mask. These are the weights :func:`contrastive_loss` uses in R_i.
+    """
+    _check_hyper(beta, 0.0, temperature)
+    _check_choice("hardness", hardness, ("logit", "cosine"))
+    b = beta / temperature if hardness == "logit" else beta
+    s = scores.to(_compute_dtype(scores))
+    return torch.softmax((b * s).masked_fill(~neg_mask, float("-inf")), dim=1)
+
+
 # ---------------------------------------------------------------------------------------
 # diagnostics
 # ---------------------------------------------------------------------------------------
@@ -226,18 +317,32 @@ def _infonce_core(l: Tensor, neg_mask: Tensor, log_spos: Tensor, mean_lpos: Tens
     l: (A, C) logits; log_spos: log sum_m exp(l_im); mean_lpos: mean_m l_im; log_m: log M_i.
     """
     log_r = _tilted_log_sum(l, neg_mask, beta)
+    log_n = neg_mask.sum(1).to(l.dtype).log()
+    if floor and min_score is None and tau_plus > 0.0:
+        log_low = l.detach().masked_fill(~neg_mask, float("inf")).amin(1)
+    else:
+        log_low = None
+    return _debias_and_finish(log_r, log_n, log_spos, mean_lpos, log_m, tau_plus=tau_plus,
+                              temperature=temperature, floor=floor, min_score=min_score,
+                              multi_positive=multi_positive, log_low=log_low)
+
+
+def _debias_and_finish(log_r: Tensor, log_n: Tensor, log_spos: Tensor, mean_lpos: Tensor, log_m: Tensor,
+                       *, tau_plus: float, temperature: float, floor: bool, min_score: float | None,
+                       multi_positive: str, log_low: Tensor | None = None) -> tuple[Tensor, Tensor]:
+    """From log R_i to the per-anchor loss: debiasing, floor and the positive term, in log space."""
     log_pos = log_spos - log_m                                    # log of the mean positive
     if tau_plus == 0.0:
         log_ng = log_r
         floored = torch.zeros_like(log_r, dtype=torch.bool)
     else:
-        log_n = neg_mask.sum(1).to(l.dtype).log()
         if not floor:
-            log_f = torch.full_like(log_r, math.log(torch.finfo(l.dtype).tiny))
+            log_f = torch.full_like(log_r, math.log(torch.finfo(log_r.dtype).tiny))
         elif min_score is not None:
             log_f = log_n + min_score / temperature
         else:
-            log_f = log_n + l.detach().masked_fill(~neg_mask, float("inf")).amin(1)
+            assert log_low is not None
+            log_f = log_n + log_low
         log_c = math.log(tau_plus) + log_n + log_pos              # log(tau+ N pos)
         # the debiased estimate exceeds the floor iff R > c + (1 - tau+) F
         active = log_r > torch.logaddexp(log_c, math.log1p(-tau_plus) + log_f)
@@ -399,25 +504,34 @@ def hard_negative_loss(
                                 anchor_labels=lab_a, candidate_labels=lab_c)
     z = torch.cat([z1n, z2n], dim=0)
     scale = 1.0 / temperature
-    l = (z * scale) @ z.T
+    beta_eff = float(beta) * (temperature if hardness == "cosine" else 1.0)
+    l_pos = (z1n * z2n).sum(1) * scale
+    l_pos = torch.cat([l_pos, l_pos])
     _, neg_mask = two_view_masks(b, z.device)
-    if extra_negatives is not None:
+    if extra_negatives is None:
+        log_r = _TwoViewTiltedLogSum.apply(z, float(temperature), beta_eff)
+        log_n = torch.full_like(log_r, math.log(2 * b - 2))
+        per_anchor, floored = _debias_and_finish(
+            log_r, log_n, l_pos, l_pos, torch.zeros_like(l_pos), tau_plus=float(tau_plus),
+            temperature=float(temperature), floor=floor, min_score=-1.0, multi_positive="softmax")
+        l = None
+    else:
         if extra_negatives.dim() != 2 or extra_negatives.shape[1] != z1.shape[1]:
             raise HardnegError(f"extra_negatives has shape {tuple(extra_negatives.shape)}; "
                                f"allowed: (K, {z1.shape[1]})")
         e = F.normalize(extra_negatives.to(dtype), dim=1)
-        l = torch.cat([l, (z * scale) @ e.T], dim=1)
+        zs = z * scale
+        l = torch.cat([zs @ z.T, zs @ e.T], dim=1)
         neg_mask = torch.cat([neg_mask, neg_mask.new_ones(2 * b, e.shape[0])], dim=1)
-    l_pos = (z1n * z2n).sum(1) * scale
-    l_pos = torch.cat([l_pos, l_pos])
-    beta_eff = float(beta) * (temperature if hardness == "cosine" else 1.0)
-    per_anchor, floored = _infonce_core(
-        l, neg_mask, l_pos, l_pos, torch.zeros_like(l_pos), beta=beta_eff, tau_plus=float(tau_plus),
-        temperature=float(temperature), floor=floor, min_score=-1.0, multi_positive="softmax")
+        per_anchor, floored = _infonce_core(
+            l, neg_mask, l_pos, l_pos, torch.zeros_like(l_pos), beta=beta_eff, tau_plus=float(tau_plus),
+            temperature=float(temperature), floor=floor, min_score=-1.0, multi_positive="softmax")
     loss = _reduce(per_anchor, reduction)
     if not return_details:
         return loss
     with torch.no_grad():
+        if l is None:
+            l = (z.detach() @ z.detach().T) * scale
         lab = None if labels is None else torch.cat([labels, labels])
         cand = lab
         if lab is not None and extra_negatives is not None:
