@@ -154,7 +154,7 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
                 out = adapter.compute_loss(model, batch, objective, run, details=want_diag and step == 0)
             loss = out.loss
             if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {float(loss)} at epoch {epoch}, step {step} "
+                raise TrainingDiverged(f"loss became {float(loss.detach())} at epoch {epoch}, step {step} "
                                        f"(beta={spec.loss.beta}, tau_plus={spec.loss.tau_plus}, "
                                        f"temperature={spec.loss.temperature})")
             optimizer.zero_grad(set_to_none=True)
