@@ -54,6 +54,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from .diagnostics import representation_diagnostics, weight_diagnostics as _weight_diagnostics
 from .errors import HardnegError, check_range
 
 __all__ = [
@@ -277,36 +278,6 @@ def hardness_weights(scores: Tensor, neg_mask: Tensor, *, beta: float, temperatu
 
 
 # ---------------------------------------------------------------------------------------
-# diagnostics
-# ---------------------------------------------------------------------------------------
-@torch.no_grad()
-def _weight_diagnostics(log_w: Tensor, neg_mask: Tensor, anchor_labels: Tensor | None,
-                        candidate_labels: Tensor | None) -> dict[str, float]:
-    """ESS, entropy and top-1% share of the normalised weights ``softmax(log_w)`` over negatives."""
-    log_w = log_w.masked_fill(~neg_mask, float("-inf"))
-    log_p = torch.log_softmax(log_w, dim=1)
-    p = log_p.exp()
-    n = neg_mask.sum(1).to(p.dtype)
-    ess = 1.0 / (p * p).sum(1) / n
-    ent = -(p * log_p.masked_fill(~neg_mask, 0.0)).sum(1)
-    ent = torch.where(n > 1, ent / n.log().clamp_min(1e-12), torch.ones_like(ent))
-    k = max(1, math.ceil(0.01 * int(n.max())))
-    top_p, top_idx = p.topk(k, dim=1)
-    out = {
-        "ess": float(ess.mean()),
-        "weight_entropy": float(ent.mean()),
-        "top1pct_share": float(top_p.sum(1).mean()),
-    }
-    if anchor_labels is not None and candidate_labels is not None:
-        same = anchor_labels.view(-1, 1).to(candidate_labels.device) == candidate_labels.view(1, -1)
-        valid_top = neg_mask.gather(1, top_idx)
-        same_top = same.gather(1, top_idx) & valid_top
-        out["fn_rate_top"] = float(same_top.sum() / valid_top.sum().clamp_min(1))
-        out["true_class_prior"] = float(((same & neg_mask).sum(1) / n).mean())
-    return out
-
-
-# ---------------------------------------------------------------------------------------
 # the InfoNCE-family core
 # ---------------------------------------------------------------------------------------
 def _infonce_core(l: Tensor, neg_mask: Tensor, log_spos: Tensor, mean_lpos: Tensor, log_m: Tensor,
@@ -428,6 +399,8 @@ def contrastive_loss(
         diag["floor_rate"] = float(floored.float().mean())
         diag["pos_logit"] = float(mean_lpos.detach().mean())
         diag["neg_logit"] = float((l.detach().masked_fill(~neg_mask, 0).sum(1) / neg_mask.sum(1)).mean())
+        if min_score == -1.0:
+            diag.update(representation_diagnostics(l.detach() * temperature, pos_mask, neg_mask))
     return LossOutput(loss, per_anchor, diag)
 
 
@@ -540,6 +513,10 @@ def hard_negative_loss(
         diag["floor_rate"] = float(floored.float().mean())
         diag["pos_logit"] = float(l_pos.detach().mean())
         diag["neg_logit"] = float((l.detach().masked_fill(~neg_mask, 0).sum(1) / neg_mask.sum(1)).mean())
+        pos_mask = two_view_masks(b, z.device)[0]
+        if extra_negatives is not None:
+            pos_mask = torch.cat([pos_mask, pos_mask.new_zeros(2 * b, extra_negatives.shape[0])], dim=1)
+        diag.update(representation_diagnostics(l.detach() * temperature, pos_mask, neg_mask))
     return LossOutput(loss, per_anchor, diag)
 
 

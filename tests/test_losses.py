@@ -451,3 +451,15 @@ def test_module_wrapper():
     z1, z2 = torch.randn(6, 4), torch.randn(6, 4)
     assert torch.equal(crit(z1, z2), hard_negative_loss(z1, z2, beta=1.0, tau_plus=0.1, temperature=0.5))
     assert "beta=1.0" in repr(crit)
+
+
+def test_representation_diagnostics_alignment_and_uniformity():
+    g = torch.Generator().manual_seed(13)
+    z = torch.randn(6, 5, generator=g, dtype=torch.float64)
+    d = hard_negative_loss(z, z.clone(), beta=1.0, tau_plus=0.1, return_details=True).diagnostics
+    assert d["alignment"] == pytest.approx(0.0, abs=1e-12)      # identical views are perfectly aligned
+    zz = F.normalize(torch.cat([z, z]), dim=1)
+    pos, neg = two_view_masks(6)
+    sq = torch.cdist(zz, zz).pow(2)
+    expect = torch.log(torch.exp(-2 * sq[neg]).mean())
+    assert d["uniformity"] == pytest.approx(float(expect), rel=1e-9)
