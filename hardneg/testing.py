@@ -124,9 +124,9 @@ def check_adapter(name_or_cls: str | type[ModalityAdapter], *, dataset: str, opt
     generic = objective(sb)
     torch.manual_seed(1)
     out = adapter.compute_loss(model, batch, objective, run)
-    assert torch.isfinite(out.loss), f"{where}the loss is not finite: {float(out.loss)}"
-    assert abs(float(out.loss) - float(generic.loss)) <= atol * max(1.0, abs(float(generic.loss))), \
-        f"{where}compute_loss ({float(out.loss):.6f}) disagrees with objective(score_batch) ({float(generic.loss):.6f})"
+    assert torch.isfinite(out.loss), f"{where}the loss is not finite: {float(out.loss.detach())}"
+    assert abs(float(out.loss.detach()) - float(generic.loss.detach())) <= atol * max(1.0, abs(float(generic.loss.detach()))), \
+        f"{where}compute_loss ({float(out.loss.detach()):.6f}) disagrees with objective(score_batch) ({float(generic.loss.detach()):.6f})"
     out.loss.backward()
     grads = [p.grad for p in params if p.grad is not None]
     assert grads, f"{where}no parameter received a gradient"
@@ -143,10 +143,10 @@ def check_adapter(name_or_cls: str | type[ModalityAdapter], *, dataset: str, opt
     run2, model2, batch2 = _first_batch(cls(), spec, Path(data_root))
     torch.manual_seed(1)
     again = cls().compute_loss(model2, batch2, objective, run2)
-    assert abs(float(again.loss) - float(out.loss)) <= 1e-5 * max(1.0, abs(float(out.loss))), \
-        f"{where}the same seed gave different losses ({float(out.loss):.6f} vs {float(again.loss):.6f})"
+    assert abs(float(again.loss.detach()) - float(out.loss.detach())) <= 1e-5 * max(1.0, abs(float(out.loss.detach()))), \
+        f"{where}the same seed gave different losses ({float(out.loss.detach()):.6f} vs {float(again.loss.detach()):.6f})"
 
-    report: dict[str, Any] = {"loss": float(out.loss), "metrics": []}
+    report: dict[str, Any] = {"loss": float(out.loss.detach()), "metrics": []}
     if evaluate:
         model.eval()
         metrics = adapter.evaluate(model, run)

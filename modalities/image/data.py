@@ -34,7 +34,7 @@ import hashlib
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -76,6 +76,57 @@ class ImageSplits:
     @property
     def num_classes(self) -> int:
         return len(self.classes)
+
+
+@dataclass(frozen=True)
+class Subsets:
+    """Subset choice by count (0 = all), deterministic in ``seed`` and independent of the run seed.
+
+    train_subset:    stratified subset of the labelled training split (the probe's training set;
+                     CIFAR/folder pretraining uses the same images unless pretrain_subset is set).
+    test_subset:     stratified subset of the test split.
+    pretrain_subset: uniform random subset of the whole pretraining split (CIFAR/folder: train;
+                     STL-10: train+unlabeled), independent of train_subset.
+    """
+
+    train_subset: int = 0
+    test_subset: int = 0
+    pretrain_subset: int = 0
+    seed: int = 0
+
+    def train_indices(self, labels: torch.Tensor, n_pretrain: int) -> tuple[torch.Tensor | None, torch.Tensor | None]:
+        """(probe indices or None = all, pretrain indices or None = same as probe / all)."""
+        probe = stratified_subset(labels, self.train_subset, seed=self.seed, what="train_subset") \
+            if self.train_subset else None
+        return probe, self.pretrain_indices(n_pretrain)
+
+    def pretrain_indices(self, n: int) -> torch.Tensor | None:
+        if not self.pretrain_subset:
+            return None
+        if self.pretrain_subset > n:
+            raise ConfigError(f"pretrain_subset={self.pretrain_subset} exceeds the {n} pretraining images; "
+                              f"allowed: 1 <= pretrain_subset <= {n} (0 = all)")
+        g = torch.Generator().manual_seed(int(self.seed) + 1)
+        return torch.sort(torch.randperm(n, generator=g)[: self.pretrain_subset]).values
+
+    def test_indices(self, labels: torch.Tensor) -> torch.Tensor:
+        return stratified_subset(labels, self.test_subset, seed=self.seed, what="test_subset")
+
+    def apply(self, s: "ImageSplits") -> "ImageSplits":
+        """Subsets of in-memory splits (pickle / binary formats)."""
+        same = s.pretrain is s.probe
+        full_pretrain = s.pretrain
+        if self.train_subset:
+            s.probe = s.probe.subset(stratified_subset(s.probe.labels, self.train_subset, seed=self.seed,
+                                                       what="train_subset"))
+            if same:
+                s.pretrain = s.probe
+        if self.test_subset:
+            s.test = s.test.subset(self.test_indices(s.test.labels))
+        idx = self.pretrain_indices(len(full_pretrain))
+        if idx is not None:
+            s.pretrain = full_pretrain.subset(idx)
+        return s
 
 
 # ---------------------------------------------------------------------------------------
@@ -162,41 +213,90 @@ def _decode_folder(items: Sequence[tuple[Path, int]]) -> tuple[torch.Tensor, tor
     return torch.from_numpy(out).permute(0, 3, 1, 2).contiguous(), torch.from_numpy(labels)
 
 
-def load_folder_split(split_dir: Path, *, log=print) -> tuple[ImageSet, list[str], str]:
-    """One ImageFolder split as an :class:`ImageSet`, via the uint8 cache. Returns (set, classes, fingerprint)."""
-    if not split_dir.is_dir():
-        raise DataError(f"missing folder {split_dir}; expected layout: {LAYOUTS['folder']}")
-    classes, items = _list_folder(split_dir)
+def _read_items(split_dir: Path, classes: list[str], items: Sequence[tuple[Path, int]], *, log=print
+                ) -> tuple[ImageSet, str]:
+    """Decode ``items`` through the uint8 cache (keyed by the file list). Returns (set, fingerprint)."""
     key = _list_key(split_dir, items)
     cache_file = hdata.cache_dir("image", "folders") / f"{split_dir.name}-{key}.pt"
-    if cache_file.exists():
-        try:
-            blob = torch.load(cache_file, weights_only=True)
-            if blob["classes"] == classes and blob["images"].shape[0] == len(items):
-                return ImageSet(blob["images"], blob["labels"]), classes, blob["fingerprint"]
-        except (OSError, RuntimeError, KeyError, EOFError):
-            pass  # a damaged cache is rebuilt below
+    blob = _read_cache(cache_file, classes, len(items))
+    if blob is not None:
+        return ImageSet(blob["images"], blob["labels"]), blob["fingerprint"]
     log(f"image: decoding {len(items)} images of {split_dir} once into {cache_file.parent} ...")
     images, labels = _decode_folder(items)
     fingerprint = hdata.fingerprint_files([p for p, _ in items], root=split_dir)
     tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
     torch.save({"images": images, "labels": labels, "classes": classes, "fingerprint": fingerprint}, tmp)
     os.replace(tmp, cache_file)
-    return ImageSet(images, labels), classes, fingerprint
+    return ImageSet(images, labels), fingerprint
 
 
-def _load_folder_tree(name: str, root: Path, *, log=print) -> ImageSplits:
+def _read_cache(cache_file: Path, classes: list[str], n: int) -> dict | None:
+    if not cache_file.exists():
+        return None
+    try:
+        blob = torch.load(cache_file, weights_only=True)
+        if blob["classes"] == classes and blob["images"].shape[0] == n:
+            return blob
+    except (OSError, RuntimeError, KeyError, EOFError):
+        pass  # a damaged cache is rebuilt
+    return None
+
+
+def load_folder_split(split_dir: Path, *, select: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                      log=print) -> tuple[ImageSet, list[str], str, torch.Tensor | None]:
+    """One ImageFolder split via the uint8 cache. Returns (set, classes, fingerprint, chosen).
+
+    ``select(labels) -> indices`` (sorted) picks the images to load from the labels of the
+    listed files. Unless the whole split is cached already, only the chosen files are decoded
+    (and cached under their own key), so a small subset of a large tree costs no full decode.
+    The returned set then holds only the chosen images, in index order.
+    """
+    if not split_dir.is_dir():
+        raise DataError(f"missing folder {split_dir}; expected layout: {LAYOUTS['folder']}")
+    classes, items = _list_folder(split_dir)
+    chosen = None if select is None else select(torch.tensor([c for _, c in items], dtype=torch.int64))
+    if chosen is not None:
+        full_key = _list_key(split_dir, items)
+        full = _read_cache(hdata.cache_dir("image", "folders") / f"{split_dir.name}-{full_key}.pt", classes, len(items))
+        if full is not None:
+            return ImageSet(full["images"][chosen], full["labels"][chosen]), classes, full["fingerprint"], chosen
+        items = [items[i] for i in chosen.tolist()]
+    images, fingerprint = _read_items(split_dir, classes, items, log=log)
+    return images, classes, fingerprint, chosen
+
+
+def _load_folder_tree(name: str, root: Path, sub: "Subsets", *, log=print) -> ImageSplits:
     if not (root / "train").is_dir() or not (root / "test").is_dir():
         layout = LAYOUTS.get(name, LAYOUTS["folder"])
         raise DataError(f"data set {name!r}: {root} lacks train/ and test/ folders; expected layout: {layout}")
-    train, classes, fp_train = load_folder_split(root / "train", log=log)
-    test, classes_test, fp_test = load_folder_split(root / "test", log=log)
+    plan: dict[str, torch.Tensor] = {}
+
+    def select_train(labels: torch.Tensor) -> torch.Tensor | None:
+        probe, pretrain = sub.train_indices(labels, len(labels))
+        plan["probe"], plan["pretrain"] = probe, pretrain
+        if probe is None and pretrain is None:
+            return None
+        parts = [torch.arange(len(labels)) if probe is None else probe]
+        if pretrain is not None:
+            parts.append(pretrain)
+        return torch.unique(torch.cat(parts))  # sorted
+
+    train, classes, fp_train, chosen = load_folder_split(root / "train", select=select_train, log=log)
+    test, classes_test, fp_test, _ = load_folder_split(
+        root / "test", select=(lambda y: sub.test_indices(y)) if sub.test_subset else None, log=log)
     if classes_test != classes:
         raise DataError(f"{root}/test has classes {classes_test} but {root}/train has {classes}; they must match")
     if train.images.shape[1:] != test.images.shape[1:]:
         raise DataError(f"{root}/train images are {tuple(train.images.shape[1:])} but {root}/test images are "
                         f"{tuple(test.images.shape[1:])}; both splits must share one size and mode")
-    return ImageSplits(name, train, train, test, classes, f"ImageFolder {root}",
+    probe, pretrain = train, train
+    if chosen is not None:  # map indices of the whole split to rows of the loaded subset
+        pos = torch.full((int(chosen.max()) + 1,), -1, dtype=torch.int64)
+        pos[chosen] = torch.arange(len(chosen))
+        if plan["probe"] is not None:
+            probe = train.subset(pos[plan["probe"]])
+        pretrain = train.subset(pos[plan["pretrain"]]) if plan["pretrain"] is not None else probe
+    return ImageSplits(name, pretrain, probe, test, classes, f"ImageFolder {root}",
                        {f"{name}/train": fp_train, f"{name}/test": fp_test})
 
 
@@ -274,11 +374,14 @@ def _load_stl10(base: Path, *, download: bool) -> ImageSplits:
                        {"stl10": _fingerprint_dir(folder, files)})
 
 
-def load_dataset(name: str, data_root: Path, *, download: bool | None = None, log=print) -> ImageSplits:
+def load_dataset(name: str, data_root: Path, *, download: bool | None = None, subsets: Subsets = Subsets(),
+                 log=print) -> ImageSplits:
     """Load data set ``name`` ('cifar10' | 'cifar100' | 'stl10' | 'folder:PATH') from ``data_root``.
 
-    Downloads (torchvision's, MD5-checked) happen only when ``hardneg.data.downloads_allowed(download)``;
-    offline, a missing data set raises :class:`DataError` naming the expected layout.
+    ``subsets`` are applied (for ImageFolder trees only the chosen files are decoded unless the
+    whole split is cached). Downloads (torchvision's, MD5-checked) happen only when
+    ``hardneg.data.downloads_allowed(download)``; offline, a missing data set raises
+    :class:`DataError` naming the expected layout.
     """
     kind, path = parse_dataset_name(name)
     data_root = Path(data_root)
@@ -286,25 +389,25 @@ def load_dataset(name: str, data_root: Path, *, download: bool | None = None, lo
         root = Path(path).expanduser()
         if not root.is_absolute():
             root = data_root / root
-        return _load_folder_tree(name, root, log=log)
+        return _load_folder_tree(name, root, subsets, log=log)
     allow = hdata.downloads_allowed(download)
     if kind in ("cifar10", "cifar100"):
         from torchvision import datasets as tvd
         base = data_root / kind
         cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
         if (base / cls.base_folder).is_dir():
-            return _load_cifar_pickles(kind, base, download=False)
+            return subsets.apply(_load_cifar_pickles(kind, base, download=False))
         if (base / "train").is_dir() and (base / "test").is_dir():
-            return _load_folder_tree(kind, base, log=log)
+            return _load_folder_tree(kind, base, subsets, log=log)
         if allow:
-            return _load_cifar_pickles(kind, base, download=True)
+            return subsets.apply(_load_cifar_pickles(kind, base, download=True))
         raise DataError(f"data set {kind!r} not found under {data_root}; expected {LAYOUTS[kind]}. Downloads are "
                         f"off: set {hdata.ENV_ALLOW_DOWNLOAD}=1 (or pass --download) to fetch it with torchvision")
     base = data_root / "stl10"
     if (base / "stl10_binary").is_dir():
-        return _load_stl10(base, download=False)
+        return subsets.apply(_load_stl10(base, download=False))
     if allow:
-        return _load_stl10(base, download=True)
+        return subsets.apply(_load_stl10(base, download=True))
     raise DataError(f"data set 'stl10' not found under {data_root}; expected {LAYOUTS['stl10']}. Downloads are "
                     f"off: set {hdata.ENV_ALLOW_DOWNLOAD}=1 (or pass --download) to fetch it with torchvision")
 
