@@ -275,7 +275,7 @@ def parse_suite(doc: Mapping[str, Any], *, source: str = "<suite>", default_name
     """
     from . import adapters
 
-    where = _Where(source)
+    where = _Where(source + (" (with --set " + " ".join(overrides) + ")" if overrides else ""))
     known_modalities = adapters.available()
     doc = apply_overrides(dict(doc), overrides, known_modalities)
 

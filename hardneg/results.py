@@ -8,10 +8,12 @@ Record schema (``schema_version`` = :data:`SCHEMA_VERSION`)::
     method          str    RunSpec.method ('jsd', 'hard-infonce', 'random-init', ...)
     spec            dict   RunSpec.to_dict(): modality, dataset, seed, loss, train, options (resolved)
     metrics         list   [{metric, value, split, protocol, selection, std}, ...] (long format)
-    curves          dict   per-epoch series (e.g. {'loss': [...], ...}); diagnostics            dict
+    curves          list   one dict per epoch: epoch, loss, steps, samples, seconds, diag_* (loss-core diagnostics)
+    diagnostics     dict   the last epoch's diagnostics
     error           dict   {type, message, traceback} on failure, else null
-    started_at, finished_at  ISO-8601 UTC; wall_time_s; peak_memory; device; versions;
-    git_commit (null outside a git checkout); data_checksums; counters; host
+    started_at, finished_at  ISO-8601 UTC (set by the runner); wall_time_s (runner-measured);
+    timing {wall_s, prepare_s, train_s, eval_s, ...}; memory {peak_mb, kind}; device; versions;
+    git_commit (null outside a git checkout), git_dirty; data_checksums; counters; host
 
 Writes are atomic: the record is written to a hidden temporary file in the same folder,
 flushed and fsync'ed, then renamed over the final name (``os.replace``), and the folder is
@@ -34,6 +36,8 @@ from .errors import HardnegError
 SCHEMA_VERSION = 1
 TMP_PREFIX = ".tmp-"
 RECORD_SUFFIX = ".json"
+_UMASK = os.umask(0o022)
+os.umask(_UMASK)
 
 
 class ResultsError(HardnegError):
@@ -95,6 +99,10 @@ def atomic_write_text(path: Path, text: str) -> None:
     tmp = None
     try:
         fd, tmp = tempfile.mkstemp(prefix=TMP_PREFIX + path.stem + "-", suffix=".part", dir=folder)
+        try:  # mkstemp makes 0600 files; records are ordinary files (0666 minus the umask)
+            os.fchmod(fd, 0o666 & ~_UMASK)
+        except (AttributeError, OSError):
+            pass
         with os.fdopen(fd, "w", encoding="utf-8") as fh:
             fh.write(text)
             fh.flush()
@@ -257,7 +265,7 @@ def record_rows(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
         base[f"opt.{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
     base["device"] = rec.get("device")
     base["wall_time_s"] = rec.get("wall_time_s")
-    base["peak_memory_mb"] = rec.get("peak_memory_mb")
+    base["peak_memory_mb"] = (rec.get("memory") or {}).get("peak_mb")
     base["git_commit"] = rec.get("git_commit")
     base["finished_at"] = rec.get("finished_at")
     err = rec.get("error") or {}

@@ -12,6 +12,7 @@ failure handling is tested through the ordinary code path.
 from __future__ import annotations
 
 import hashlib
+import time
 from pathlib import Path
 
 import torch
@@ -41,8 +42,9 @@ class ToyAdapter(ModalityAdapter):
         "hidden": Option(16, "hidden width of the MLP", low=2, high=1024),
         "n": Option(64, "number of training samples", low=8, high=100000),
         "fail": Option("none", "make the run fail on purpose", choices=("none", "raise", "nan")),
+        "delay": Option(0.0, "seconds to sleep per epoch (to kill a suite mid-run in tests)", low=0.0, high=60.0),
     }
-    default_loss = {"temperature": 0.5}
+    default_loss = {"temperature": 0.2}
 
     def datasets(self) -> list[str]:
         return sorted(DATASETS) + [MISSING]
@@ -70,6 +72,8 @@ class ToyAdapter(ModalityAdapter):
         return nn.Sequential(nn.Linear(16, h), nn.ReLU(), nn.Linear(h, 8)).to(run.device)
 
     def train_batches(self, run, epoch: int):
+        if run.options["delay"]:
+            time.sleep(run.options["delay"])
         x, _ = run.extra["train"]
         bs = min(run.spec.train.batch_size, len(x))
         perm = torch.randperm(len(x), generator=run.generator)
@@ -106,3 +110,27 @@ def register() -> None:
 
 
 register()
+
+
+SUITE = """
+[suite]
+name = "toy"
+[defaults.train]
+epochs = 2
+batch_size = 16
+threads = 1
+[grid]
+beta = [0.0, 1.0]
+tau_plus = [0.0, 0.1]
+seed = [0, 1]
+[toy]
+datasets = ["blobs4"]
+random_init = true
+"""
+
+
+def write_suite(folder: Path, text: str = SUITE, name: str = "toy.toml") -> Path:
+    """A small toy suite file (10 runs: 2 random-init + 2 x 2 x 2 grid) in ``folder``."""
+    path = Path(folder) / name
+    path.write_text(text)
+    return path

@@ -1,0 +1,180 @@
+"""Command line: ``hardneg run | report | list | data check``.
+
+Exit status: 0 success; 1 the suite finished but some runs failed (their failure records
+are written; rerun to retry them); 2 bad input (suite file, arguments, data, results
+folder), with a one-line message; 130 interrupted.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+from typing import Sequence
+
+from .errors import HardnegError
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hardneg", description="Hard-negative contrastive learning benchmark.")
+    sub = p.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    r = sub.add_parser("run", help="run a suite (resumes: finished runs are skipped)",
+                       description="Expand a suite file into runs, run those without an ok record, "
+                                   "write one record per run and, at the end, the report.")
+    r.add_argument("suite", help="a suite file (benchmarks/quick.toml) or a name in benchmarks/ (quick)")
+    r.add_argument("--data-root", help="data folder (default: $HARDNEG_DATA, else ~/.cache/hardneg/data)")
+    r.add_argument("--results", default="results", metavar="DIR",
+                   help="base folder of records; they go to DIR/<suite>/ (default: results)")
+    r.add_argument("--set", dest="overrides", action="append", default=[], metavar="PATH=VALUE",
+                   help="override a suite setting, e.g. graph.train.epochs=5 or graph.grid.beta=[0,1] "
+                        "(repeatable)")
+    r.add_argument("--only", action="append", default=[], metavar="MODALITY[/DATASET]",
+                   help="run only these modalities / data sets, e.g. graph/MUTAG (repeatable; glob allowed)")
+    r.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel runs (processes; default 1)")
+    r.add_argument("--no-report", action="store_true", help="do not write the report at the end")
+    r.add_argument("--reports", default="reports", metavar="DIR",
+                   help="base folder of the report; it goes to DIR/<suite>/ (default: reports)")
+    r.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) and stop")
+    r.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+
+    rp = sub.add_parser("report", help="tables, plots and the report page from records (never retrains)")
+    rp.add_argument("results_dir", help="a suite's records folder, e.g. results/quick")
+    rp.add_argument("--out", help="output folder (default: reports/<suite>)")
+
+    sub.add_parser("list", help="modalities, their data sets, and the suites in benchmarks/")
+
+    d = sub.add_parser("data", help="data utilities")
+    dsub = d.add_subparsers(dest="data_command", required=True, metavar="SUBCOMMAND")
+    dc = dsub.add_parser("check", help="which data sets are present under the data root")
+    dc.add_argument("--data-root", help="data folder (default: $HARDNEG_DATA, else ~/.cache/hardneg/data)")
+    dc.add_argument("--modality", action="append", default=[], help="check only this modality (repeatable)")
+    return p
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    from . import config, runner
+
+    path = config.find_suite(args.suite)
+    suite = config.load_suite(path, overrides=args.overrides, only=args.only)
+    folder = Path(args.results) / suite.name
+    if args.dry_run:
+        from . import results as store
+        done = set()
+        if folder.is_dir():
+            for f in folder.glob("*.json"):
+                if not f.name.startswith("."):
+                    rec = store.read_record(f)
+                    if rec.get("status") == "ok":
+                        done.add(rec.get("run_id"))
+        for s in suite.specs:
+            mark = "done" if s.run_id in done else "todo"
+            print(f"{mark}  {s.run_id}  {runner.run_label(s)}")
+        print(f"{len(suite.specs)} runs, {sum(s.run_id in done for s in suite.specs)} done; records -> {folder}")
+        return 0
+    summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, jobs=args.jobs,
+                               progress=False if args.no_progress else None)
+    for line in summary.lines():
+        print(line)
+    if summary.interrupted:
+        return 130
+    if not args.no_report and (summary.ok or summary.skipped or summary.failed):
+        from . import report
+        out = Path(args.reports) / suite.name
+        page = report.write_report(folder, out)
+        print(f"report: {page}")
+    return 1 if summary.failed else 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from . import report
+
+    folder = Path(args.results_dir)
+    out = Path(args.out) if args.out else None
+    page = report.write_report(folder, out)
+    print(f"report: {page}")
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from . import adapters, config
+
+    print("modalities:")
+    for name in adapters.available():
+        try:
+            ad = adapters.get(name)
+            print(f"  {name:10s} data sets: {', '.join(ad.datasets())}")
+            if ad.options:
+                print(f"  {'':10s} options: {', '.join(sorted(ad.options))}")
+        except HardnegError as exc:
+            print(f"  {name:10s} (cannot be loaded: {exc})")
+    print("suites:")
+    seen = set()
+    for d in config.suite_dirs():
+        if not d.is_dir():
+            continue
+        for f in sorted(d.glob("*.toml")):
+            if f.stem in seen:
+                continue
+            seen.add(f.stem)
+            try:
+                s = config.load_suite(f)
+                desc = f"{len(s.specs)} runs over {', '.join(s.modalities)}" + (
+                    f"; {s.description}" if s.description else "")
+            except HardnegError as exc:
+                desc = f"INVALID: {exc}"
+            print(f"  {f.stem:14s} {os.path.relpath(f)}  {desc}")
+    if not seen:
+        print("  (none found in ./benchmarks)")
+    return 0
+
+
+def _cmd_data_check(args: argparse.Namespace) -> int:
+    from . import adapters
+    from .data import resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    print(f"data root: {root}" + ("" if root.is_dir() else "  (does not exist)"))
+    mods = args.modality or adapters.available()
+    missing = 0
+    for name in mods:
+        try:
+            ad = adapters.get(name)
+            statuses = ad.check_data(root)
+        except HardnegError as exc:
+            print(f"{name}: cannot be checked: {exc}")
+            missing += 1
+            continue
+        print(f"{name}:")
+        for st in statuses:
+            mark = "present" if st.present else "MISSING"
+            print(f"  {mark:8s} {st.dataset:14s} {st.path}" + (f"  {st.detail}" if st.detail else ""))
+            missing += not st.present
+    print("all present" if not missing else f"{missing} missing")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``hardneg`` console script."""
+    args = _parser().parse_args(argv)
+    try:
+        if args.command == "run":
+            return _cmd_run(args)
+        if args.command == "report":
+            return _cmd_report(args)
+        if args.command == "list":
+            return _cmd_list(args)
+        if args.command == "data" and args.data_command == "check":
+            return _cmd_data_check(args)
+    except HardnegError as exc:
+        print(f"hardneg: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("hardneg: interrupted", file=sys.stderr)
+        return 130
+    return 2  # pragma: no cover - argparse rejects unknown commands
+
+
+if __name__ == "__main__":
+    sys.exit(main())

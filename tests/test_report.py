@@ -1,0 +1,122 @@
+"""The report: statistics against hand computation, byte-identical regeneration, clear errors."""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+
+import pytest
+from scipy import stats
+
+import toy_adapter
+from hardneg import config, report, results, runner
+from hardneg.results import ResultsError
+
+
+def rec(run_id: str, beta: float, tau: float, seed: int, value: float, *, epochs: int = 3, dataset: str = "MUTAG",
+        status: str = "ok", convention: str = "derived") -> dict:
+    method = "random-init" if epochs == 0 else ("jsd" if beta == 0 and tau == 0 else "hard-jsd")
+    return {
+        "schema_version": results.SCHEMA_VERSION, "suite": "hand", "run_id": run_id, "status": status,
+        "method": method,
+        "spec": {"modality": "graph", "dataset": dataset, "seed": seed, "suite": "hand",
+                 "loss": {"objective": "jsd", "beta": beta, "tau_plus": tau, "temperature": 1.0, "floor": True,
+                          "hardness": "logit", "multi_positive": "softmax", "jsd_convention": convention},
+                 "train": {"epochs": epochs, "batch_size": 32, "lr": 0.001}, "options": {"hidden": 32}},
+        "metrics": [] if status != "ok" else [{"metric": "svc_acc", "value": value, "split": "cv",
+                                               "protocol": "RBF SVC, outer 10-fold", "selection": "last-epoch",
+                                               "std": None}],
+        "curves": [{"epoch": e, "loss": 1.0 / (e + 1 + beta), "diag_ess": 0.5} for e in range(epochs)],
+        "error": None if status == "ok" else {"type": "TrainingDiverged", "message": "loss became nan",
+                                              "traceback": ""},
+        "finished_at": "2025-01-01T00:00:00Z", "device": "cpu", "versions": {"hardneg": "0.1.0", "torch": "2"},
+        "wall_time_s": 1.0,
+    }
+
+
+BASE = {0: 80.0, 1: 82.0, 2: 84.0}
+HARD = {0: 83.0, 1: 83.5, 2: 88.0}
+
+
+def hand_records(folder: Path) -> None:
+    i = 0
+    for seed in range(3):
+        for beta, tau, vals in ((0.0, 0.0, BASE), (1.0, 0.1, HARD)):
+            results.write_record(folder, rec(f"{i:012x}", beta, tau, seed, vals[seed]))
+            i += 1
+        results.write_record(folder, rec(f"f{i:011x}", 0.0, 0.0, seed, 70.0 + seed, epochs=0))
+        i += 1
+    # a variant with only two seeds and one failed run
+    results.write_record(folder, rec("aaaaaaaaaaaa", 2.0, 0.0, 0, 81.0))
+    results.write_record(folder, rec("aaaaaaaaaaab", 2.0, 0.0, 1, 85.0))
+    results.write_record(folder, rec("aaaaaaaaaaac", 2.0, 0.0, 2, 0.0, status="failed"))
+
+
+def test_tables_match_hand_computation(tmp_path):
+    hand_records(tmp_path / "res")
+    df = report._prepare(results.load(tmp_path / "res"))
+    summ = report.summary_table(df)
+    row = summ[(summ["beta"] == 1.0) & (summ["tau_plus"] == 0.1)].iloc[0]
+    assert row["n"] == 3 and math.isclose(row["mean"], sum(HARD.values()) / 3)
+    assert math.isclose(row["std"], stats.tstd(list(HARD.values())))
+    floor = summ[summ["method"] == "random-init"].iloc[0]
+    assert floor["n"] == 3 and math.isclose(floor["mean"], 71.0)
+    assert summ.iloc[0]["method"] == "random-init"  # the floor is listed first
+    gains = report.gains_table(df)
+    g = gains[gains["beta"] == 1.0].iloc[0]
+    d = [HARD[s] - BASE[s] for s in range(3)]
+    assert g["pairs"] == 3 and math.isclose(g["gain"], sum(d) / 3) and math.isclose(g["gain_std"], stats.tstd(d))
+    assert math.isclose(g["p_value"], stats.ttest_rel(list(HARD.values()), list(BASE.values())).pvalue)
+    g2 = gains[gains["beta"] == 2.0].iloc[0]  # paired on the two seeds both have
+    assert g2["pairs"] == 2 and math.isclose(g2["gain"], ((81 - 80) + (85 - 82)) / 2)
+    assert len(gains) == 2  # no gain row for the baseline or the random-init floor
+
+
+def test_other_settings_get_their_own_baseline(tmp_path):
+    folder = tmp_path / "res"
+    for seed in range(2):
+        results.write_record(folder, rec(f"b{seed}", 0.0, 0.0, seed, 80.0 + seed))
+        results.write_record(folder, rec(f"h{seed}", 1.0, 0.0, seed, 90.0 + seed))
+        results.write_record(folder, rec(f"B{seed}", 0.0, 0.0, seed, 60.0, convention="authors"))
+        results.write_record(folder, rec(f"H{seed}", 1.0, 0.0, seed, 61.0, convention="authors"))
+    gains = report.gains_table(report._prepare(results.load(folder)))
+    by_setting = dict(zip(gains["setting"], gains["gain"]))
+    assert by_setting == {"jsd_convention=authors": 1.0, "jsd_convention=derived": 10.0}
+
+
+def test_report_regenerates_byte_for_byte(tmp_path):
+    hand_records(tmp_path / "res")
+    out = tmp_path / "rep"
+    page = report.write_report(tmp_path / "res", out)
+    first = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert page == out / "report.md"
+    names = {str(p) for p in first}
+    for expected in ("tables/summary.md", "tables/summary.csv", "tables/summary.tex", "tables/gains.md",
+                     "tables/gains.csv", "tables/gains.tex", "tables/runs.csv"):
+        assert expected in names
+    kinds = {n.split("/")[1].split("_")[0] for n in names if n.startswith("figures/")}
+    assert kinds == {"beta", "heatmap", "curves", "diagnostics"}
+    text = page.read_text()
+    assert "RBF SVC, outer 10-fold" in text and "last-epoch" in text  # the protocol of the numbers
+    assert "Failed runs" in text and "loss became nan" in text
+    for p in out.rglob("*.png"):
+        assert b"Software" not in p.read_bytes()
+    report.write_report(tmp_path / "res", out)
+    second = {p.relative_to(out): p.read_bytes() for p in sorted(out.rglob("*")) if p.is_file()}
+    assert second == first
+
+
+def test_report_of_a_real_toy_suite_is_deterministic(tmp_path):
+    s = config.load_suite(toy_adapter.write_suite(tmp_path), overrides=["grid.seed=[0]"])
+    runner.run_suite(s, results_dir=tmp_path / "res", progress=False, log=lambda m: None)
+    a = report.write_report(tmp_path / "res", tmp_path / "a")
+    b = report.write_report(tmp_path / "res", tmp_path / "b")
+    fa = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
+    fb = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
+    assert fa == fb and a.read_text().count("![") == 4 and len(fa) == 4 + 7 + 1
+
+
+def test_empty_results_is_a_clear_error(tmp_path):
+    (tmp_path / "res").mkdir()
+    with pytest.raises(ResultsError, match="no run records"):
+        report.write_report(tmp_path / "res", tmp_path / "rep")

@@ -1,0 +1,216 @@
+"""The runner: resume, failure records, interruption, the folder lock, parallel jobs, kill safety."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import toy_adapter
+from hardneg import config, results, runner
+from hardneg.results import ResultsError
+from hardneg.runner import FolderLock, ResultsLockedError
+
+TESTS = Path(__file__).resolve().parent
+REPO = TESTS.parent
+REQUIRED = ("schema_version", "suite", "run_id", "status", "method", "spec", "metrics", "curves", "error",
+            "started_at", "finished_at", "wall_time_s", "git_commit", "host", "versions", "device")
+
+
+def suite(tmp_path: Path, text: str = toy_adapter.SUITE, **kw) -> config.Suite:
+    return config.load_suite(toy_adapter.write_suite(tmp_path, text), **kw)
+
+
+def records(folder: Path) -> dict[str, dict]:
+    return {r["run_id"]: r for r in results.load_records(folder)}
+
+
+def record_names(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.glob("*.json") if not p.name.startswith("."))
+
+
+def metric_values(folder: Path) -> dict[str, float]:
+    return {rid: r["metrics"][0]["value"] for rid, r in records(folder).items() if r["status"] == "ok"}
+
+
+def test_run_writes_complete_records_and_resumes(tmp_path):
+    s = suite(tmp_path)
+    out = tmp_path / "res"
+    summary = runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None)
+    assert (summary.total, summary.ok, summary.failed, summary.skipped) == (10, 10, 0, 0)
+    recs = records(out)
+    assert set(recs) == {sp.run_id for sp in s.specs}
+    for r in recs.values():
+        for key in REQUIRED:
+            assert key in r, key
+        assert r["status"] == "ok" and r["suite"] == "toy" and r["schema_version"] == results.SCHEMA_VERSION
+        assert r["started_at"].endswith("Z") and r["metrics"][0]["metric"] == "ncm_acc"
+    assert sum(r["method"] == "random-init" for r in recs.values()) == 2
+    assert sorted(p.name for p in out.iterdir()) == sorted(f"{rid}.json" for rid in recs)  # no lock/tmp left
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+
+    again = runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None)
+    assert (again.ok, again.failed, again.skipped) == (0, 0, 10)
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # finished work untouched
+
+
+def test_resume_after_kill_runs_only_missing_and_cleans_tmp(tmp_path):
+    s = suite(tmp_path)
+    out = tmp_path / "res"
+    runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None)
+    full = metric_values(out)
+    # what a kill leaves: some records missing, a half-written temporary file
+    gone = sorted(full)[:3]
+    for rid in gone:
+        (out / f"{rid}.json").unlink()
+    (out / f".tmp-{gone[0]}-x.part").write_text('{"run_id": "' + gone[0] + '", "stat')
+    summary = runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None)
+    assert (summary.ok, summary.skipped, summary.removed_tmp) == (3, 7, 1)
+    assert metric_values(out) == full  # same records as the uninterrupted run (CPU runs are reproducible)
+    assert not list(out.glob(".tmp-*"))
+
+
+def test_exception_and_nan_loss_become_failure_records_and_are_retried(tmp_path):
+    text = toy_adapter.SUITE.replace("random_init = true", "random_init = false") + \
+        '[toy.grid]\nbeta = [0.0]\ntau_plus = [0.0]\n"options.fail" = ["none", "raise", "nan"]\n'
+    s = suite(tmp_path, text)
+    out = tmp_path / "res"
+    summary = runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None)
+    assert (summary.ok, summary.failed) == (2, 4)  # the suite went on after each failure
+    recs = records(out)
+    failed = [r for r in recs.values() if r["status"] == "failed"]
+    by_kind = {r["spec"]["options"]["fail"]: r for r in failed}
+    assert by_kind["raise"]["error"]["type"] == "RuntimeError"
+    assert "fail='raise'" in by_kind["raise"]["error"]["message"]
+    assert "Traceback" in by_kind["raise"]["error"]["traceback"]
+    assert by_kind["nan"]["error"]["type"] == "TrainingDiverged"
+    assert "nan" in by_kind["nan"]["error"]["message"]
+    assert all(r["metrics"] == [] and r["finished_at"] for r in failed)
+    assert any("FAILED" in line for line in summary.lines())
+    # failed runs are retried on the next invocation; ok ones are not
+    again = runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None)
+    assert (again.skipped, again.ok + again.failed) == (2, 4)
+
+
+def test_interrupt_leaves_no_record_for_the_interrupted_run(tmp_path):
+    from hardneg import train
+
+    s = suite(tmp_path)
+    out = tmp_path / "res"
+    calls = []
+
+    def execute(spec, *, data_root=None, log=print):
+        calls.append(spec.run_id)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return train.execute(spec, data_root=data_root, log=log)
+
+    summary = runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None, execute=execute)
+    assert summary.interrupted and summary.ok == 2
+    assert set(records(out)) == set(calls[:2])
+
+
+def test_unwritable_store_stops_the_suite_and_keeps_records(tmp_path, monkeypatch):
+    from hardneg import train
+
+    s = suite(tmp_path)
+    out = tmp_path / "res"
+    n = []
+
+    def execute(spec, *, data_root=None, log=print):
+        n.append(1)
+        if len(n) == 3:  # the disk fills up while the third run trains
+            def full(fd):
+                raise OSError(28, "No space left on device")
+            monkeypatch.setattr(os, "fsync", full)
+        return train.execute(spec, data_root=data_root, log=log)
+
+    with pytest.raises(ResultsError, match="disk is full"):
+        runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None, execute=execute)
+    monkeypatch.undo()
+    assert len(records(out)) == 2 and not list(out.glob(".tmp-*"))
+
+
+def test_unwritable_results_folder_fails_before_training(tmp_path, monkeypatch):
+    s = suite(tmp_path)
+
+    def mkstemp(*a, **k):
+        raise OSError(30, "Read-only file system")
+
+    monkeypatch.setattr(results.tempfile, "mkstemp", mkstemp)
+    ran = []
+    with pytest.raises(ResultsError, match="read-only"):
+        runner.run_suite(s, results_dir=tmp_path / "res", progress=False, log=lambda m: None,
+                         execute=lambda spec, **kw: ran.append(spec) or {})
+    assert ran == []
+
+
+def test_two_runners_on_one_folder(tmp_path):
+    out = tmp_path / "res"
+    out.mkdir()
+    code = ("import sys, time; from pathlib import Path; from hardneg.runner import FolderLock\n"
+            "lock = FolderLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(60)\n")
+    holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        with pytest.raises(ResultsLockedError) as info:
+            runner.run_suite(suite(tmp_path), results_dir=out, progress=False, log=lambda m: None)
+        msg = str(info.value)
+        assert "in use by another hardneg runner" in msg and f"pid {holder.pid}" in msg and "--results" in msg
+        assert record_names(out) == []
+    finally:
+        holder.kill()  # SIGKILL: the kernel releases the lock, no stale lock remains
+        holder.wait()
+    with FolderLock(out):
+        pass
+
+
+def test_lock_is_exclusive_within_one_process(tmp_path):
+    with FolderLock(tmp_path):
+        with pytest.raises(ResultsLockedError):
+            FolderLock(tmp_path).acquire()
+    FolderLock(tmp_path).acquire().release()
+
+
+def test_parallel_jobs_match_sequential(tmp_path):
+    s = suite(tmp_path, toy_adapter.SUITE.replace("seed = [0, 1]", "seed = [0]"))
+    seq, par = tmp_path / "seq", tmp_path / "par"
+    runner.run_suite(s, results_dir=seq, progress=False, log=lambda m: None)
+    summary = runner.run_suite(s, results_dir=par, jobs=2, progress=False, log=lambda m: None)
+    assert (summary.ok, summary.failed) == (5, 0)
+    assert metric_values(par) == metric_values(seq)
+    assert sorted(p.name for p in par.iterdir()) == sorted(p.name for p in seq.iterdir())
+
+
+def test_sigkill_mid_suite_then_resume_equals_uninterrupted(tmp_path):
+    """Kill a real `hardneg run` process (SIGKILL) mid-suite, rerun: same records, none partial."""
+    text = toy_adapter.SUITE.replace("[toy]", "[toy]\noptions = { delay = 0.15 }")
+    path = toy_adapter.write_suite(tmp_path, text)
+    killed = tmp_path / "killed"
+    code = ("import sys; sys.path.insert(0, sys.argv[1]); import toy_adapter; from hardneg.cli import main; "
+            "sys.exit(main(sys.argv[2:]))")
+    proc = subprocess.Popen([sys.executable, "-c", code, str(TESTS), "run", str(path), "--results", str(killed),
+                             "--no-report", "--no-progress"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    folder = killed / "toy"
+    deadline = time.time() + 120
+    while time.time() < deadline and len(record_names(folder)) < 4:
+        time.sleep(0.05)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    n_before = len(record_names(folder))
+    assert 4 <= n_before < 10, "the kill must land mid-suite"
+    for name in record_names(folder):
+        json.loads((folder / name).read_text())  # every record on disk is whole
+    s = config.load_suite(path)
+    summary = runner.run_suite(s, results_dir=folder, progress=False, log=lambda m: None)
+    assert summary.skipped == n_before and summary.ok == 10 - n_before
+    clean = tmp_path / "clean"
+    runner.run_suite(s, results_dir=clean, progress=False, log=lambda m: None)
+    assert metric_values(folder) == metric_values(clean)
+    assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in clean.iterdir())
