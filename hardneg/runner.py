@@ -22,6 +22,7 @@ Contract of :func:`run_suite`:
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -37,6 +38,7 @@ from typing import Any, Callable, Mapping, Sequence
 
 from . import results as store
 from .config import Suite
+from .data import cache_dir
 from .errors import HardnegError
 from .results import ResultsError
 from .spec import RunSpec
@@ -238,9 +240,14 @@ def execute_and_record(spec: RunSpec, results_dir: Path, *, data_root: str | os.
     """
     started = utc_now()
     t0 = time.perf_counter()
+    # per-epoch checkpoint in the cache (keyed by results folder and run): a run killed
+    # mid-training resumes from its last finished epoch; the results folder holds records only
+    folder_key = hashlib.sha256(str(Path(results_dir).resolve()).encode()).hexdigest()[:12]
+    ckpt = cache_dir("checkpoints", folder_key) / f"{spec.run_id}.pt"
     try:
         if execute is None:
-            rec = dict(_default_execute()(spec, data_root=data_root, log=log, progress=progress))
+            rec = dict(_default_execute()(spec, data_root=data_root, log=log, progress=progress,
+                                          checkpoint=ckpt))
         else:
             rec = dict(execute(spec, data_root=data_root, log=log))
     except (KeyboardInterrupt, SystemExit):
@@ -251,6 +258,7 @@ def execute_and_record(spec: RunSpec, results_dir: Path, *, data_root: str | os.
     rec = complete_record(rec, spec, started_at=started, finished_at=utc_now(), wall_time_s=wall,
                           provenance=provenance)
     store.write_record(results_dir, rec)
+    ckpt.unlink(missing_ok=True)
     err = rec.get("error") or {}
     return {"run_id": spec.run_id, "status": rec["status"], "wall_time_s": wall,
             "error": f"{err.get('type')}: {err.get('message')}" if err else None}

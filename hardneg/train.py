@@ -38,9 +38,9 @@ from .adapters import ModalityAdapter, RunContext
 from .data import cache_dir, resolve_data_root
 from .errors import ConfigError, HardnegError
 from .losses import Objective
+from .results import SCHEMA_VERSION
 from .spec import RunSpec
 
-SCHEMA_VERSION = 1
 _VERSION_PACKAGES = ("torch", "torchvision", "torch-geometric", "sentence-transformers", "transformers",
                      "datasets", "numpy", "scikit-learn", "pandas", "hardneg")
 
