@@ -84,7 +84,7 @@ def svc_nested_cv(X: Any, y: Any, *, seed: int = 0, outer_folds: int = 10, inner
         raise HardnegError(f"SVC probe: need at least 2 classes; got {len(classes)} ({classes.tolist()})")
     counts = np.bincount(y_enc)
     if counts.min() < outer_folds:
-        raise HardnegError(f"SVC probe: class {classes[counts.argmin()]!r} has {counts.min()} sample(s); "
+        raise HardnegError(f"SVC probe: class {classes[counts.argmin()].item()!r} has {counts.min()} sample(s); "
                            f"allowed: at least outer_folds={outer_folds} per class")
 
     outer = StratifiedKFold(n_splits=outer_folds, shuffle=True, random_state=seed)

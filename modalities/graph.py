@@ -1,0 +1,577 @@
+"""Graph modality: InfoGraph (Sun et al., ICLR 2020) on TU data sets, through the shared core.
+
+Data
+    Raw TU files are read from ``<data root>/tudataset/<NAME>/raw/`` (read-only). They are
+    checked (:func:`validate_tu_raw`), linked into a writable cache folder and parsed by
+    torch_geometric's ``TUDataset``, whose ``processed/`` folder therefore lands in the
+    cache. The whole cache entry is built in a temporary folder and renamed into place, so
+    a crash never leaves a half-written entry behind. The cache key includes a SHA-256 of
+    the raw files, so changed data are re-processed.
+
+Node features (REFERENCE section 3)
+    TU node labels, one-hot. Where a data set has none (IMDB-BINARY/MULTI), the one-hot
+    node degree when the maximum degree is below 1000, else the degree standardised by its
+    mean and std over the data set. Option ``node_features='constant'`` uses a constant 1
+    instead (what the original InfoGraph code did for such data sets).
+
+Model
+    GIN encoder with ``layers`` (3) layers of width ``hidden`` (32); each layer is
+    ``GINConv(MLP: Linear-ReLU-Linear) -> ReLU -> BatchNorm``. Graph embedding = sum pooling
+    of every layer's node states, concatenated (96-d); node embedding = the concatenated
+    node states (96-d). Local and global discriminators: ``3 x (Linear+ReLU)`` plus a linear
+    shortcut. All Linear layers Xavier-uniform with zero bias, as in the authors' code.
+
+Scores and masks
+    ``scores[n, g] = local(node n) . global(graph g)`` (raw dot product, no temperature).
+    Positive: ``(n, graph of n)``; negatives: ``(n, every other graph of the batch)``.
+    Masks are built with one indexed assignment (``pos[arange(N), batch] = True``); the
+    authors' per-node Python loop is kept as ``masks='loop'`` for the speed benchmark.
+
+Objective
+    Chosen by the run's LossSpec through :class:`hardneg.losses.Objective`: ``'jsd'``
+    (InfoGraph's Jensen-Shannon estimator; ``beta``/``tau_plus`` give the hard/debiased
+    variants; ``jsd_convention`` 'derived' or 'authors') or ``'infonce'`` on the same raw
+    scores. Diagnostic labels: a node carries its graph's class.
+
+Evaluation
+    Graph embeddings (encoder output, eval mode) of the whole data set, then the nested-CV
+    RBF-SVC probe :func:`hardneg.evaluation.svc.svc_nested_cv` seeded by the run seed;
+    metric ``svc_acc`` in percent (mean over outer folds), ``std`` over outer folds,
+    at the last epoch. ``epochs=0`` gives the random-init floor.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from hardneg.adapters import DataStatus, Metric, ModalityAdapter, Option, RunContext, ScoreBatch
+from hardneg.data import cache_dir, fingerprint_files
+from hardneg.errors import ConfigError, DataError
+
+#: data sets this adapter knows by name (the paper's and the common TU benchmarks)
+KNOWN_DATASETS = ("MUTAG", "PTC_MR", "PROTEINS", "ENZYMES", "NCI1", "IMDB-BINARY", "IMDB-MULTI",
+                  "DD", "REDDIT-BINARY", "REDDIT-MULTI-5K", "COLLAB")
+CUSTOM_PREFIX = "tu:"           # 'tu:NAME' loads any other TU data set placed under the data root
+REQUIRED_FILES = ("A", "graph_indicator", "graph_labels")
+OPTIONAL_PER_NODE = ("node_labels", "node_attributes")
+TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets/{name}.zip"
+_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
+CACHE_FORMAT = 1                # bump when the packed layout changes
+STALE_TMP_S = 6 * 3600          # temporary build folders older than this are debris of a killed run
+
+
+# ---------------------------------------------------------------------------------------
+# data: validation, cache, packing
+# ---------------------------------------------------------------------------------------
+def tu_name(dataset: str) -> str:
+    """The TU folder name of a data-set spec ('MUTAG' or 'tu:MY_SET')."""
+    name = dataset[len(CUSTOM_PREFIX):] if dataset.startswith(CUSTOM_PREFIX) else dataset
+    if not _NAME_RE.match(name):
+        raise ConfigError(f"graph data set name {dataset!r} is not a valid TU name; allowed: letters, "
+                          "digits, '_', '-', '.'")
+    return name
+
+
+def tu_raw_dir(data_root: Path, name: str) -> Path:
+    return Path(data_root) / "tudataset" / name / "raw"
+
+
+def _expected_files_text(name: str) -> str:
+    req = ", ".join(f"{name}_{f}.txt" for f in REQUIRED_FILES)
+    opt = ", ".join(f"{name}_{f}.txt" for f in OPTIONAL_PER_NODE)
+    return f"expected {req} (optional: {opt})"
+
+
+def _read_int_table(path: Path, ncols: int | None = None) -> np.ndarray:
+    """Comma-separated integers, one row per line; DataError naming the file on bad content."""
+    import pandas as pd
+    try:
+        df = pd.read_csv(path, header=None, sep=",", skipinitialspace=True, dtype=np.float64)
+    except pd.errors.EmptyDataError:
+        raise DataError(f"{path} is empty; allowed: one comma-separated row of integers per line") from None
+    except (ValueError, pd.errors.ParserError) as exc:
+        raise DataError(f"{path} cannot be parsed as comma-separated integers ({exc})") from None
+    arr = df.to_numpy()
+    if ncols is not None and arr.shape[1] != ncols:
+        raise DataError(f"{path} has {arr.shape[1]} column(s) per line; allowed: {ncols}")
+    if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
+        raise DataError(f"{path} holds missing or non-integer values; allowed: integers")
+    return arr.astype(np.int64)
+
+
+def _count_lines(path: Path) -> int:
+    with open(path, "rb") as fh:
+        return sum(1 for line in fh if line.strip())
+
+
+def validate_tu_raw(raw_dir: Path, name: str) -> dict[str, int]:
+    """Check one TU data set's raw files for consistency; return its sizes.
+
+    Checks: the required files exist; the graph indicator is non-decreasing with ids
+    ``1..G`` where ``G`` = number of graph labels, and every graph has at least one node;
+    per-node files have one line per node; edge endpoints lie in ``1..N`` and never join
+    two different graphs. Raises :class:`DataError` naming the file and the problem.
+    """
+    raw_dir = Path(raw_dir)
+    if not raw_dir.is_dir():
+        raise DataError(f"TU data set {name!r}: folder {raw_dir} does not exist; {_expected_files_text(name)} "
+                        f"there (download {TU_URL.format(name=name)} and unzip its files into it)")
+    missing = [f"{name}_{f}.txt" for f in REQUIRED_FILES if not (raw_dir / f"{name}_{f}.txt").is_file()]
+    if missing:
+        raise DataError(f"TU data set {name!r}: missing raw file(s) {', '.join(missing)} in {raw_dir}; "
+                        f"{_expected_files_text(name)}")
+    ind = _read_int_table(raw_dir / f"{name}_graph_indicator.txt", 1)[:, 0]
+    labels = _read_int_table(raw_dir / f"{name}_graph_labels.txt", 1)[:, 0]
+    n_nodes, n_graphs = len(ind), len(labels)
+    f_ind = f"{name}_graph_indicator.txt"
+    if (np.diff(ind) < 0).any():
+        at = int(np.argmax(np.diff(ind) < 0)) + 2
+        raise DataError(f"{f_ind}: graph ids must be non-decreasing (nodes grouped by graph); line {at} "
+                        f"goes back from {ind[at - 2]} to {ind[at - 1]}")
+    if ind.min() < 1 or ind.max() > n_graphs:
+        raise DataError(f"{f_ind} refers to graph ids {ind.min()}..{ind.max()}, but "
+                        f"{name}_graph_labels.txt has {n_graphs} line(s); allowed ids: 1..{n_graphs} "
+                        "(mismatched indicator and label files)")
+    counts = np.bincount(ind - 1, minlength=n_graphs)
+    empty = np.flatnonzero(counts == 0) + 1
+    if len(empty):
+        shown = ", ".join(str(int(g)) for g in empty[:5]) + (" ..." if len(empty) > 5 else "")
+        raise DataError(f"TU data set {name!r}: {len(empty)} graph(s) have no nodes in {f_ind} "
+                        f"(graph ids {shown}); every graph needs at least one node")
+    for f in OPTIONAL_PER_NODE:
+        p = raw_dir / f"{name}_{f}.txt"
+        if p.is_file() and (k := _count_lines(p)) != n_nodes:
+            raise DataError(f"{p.name} has {k} line(s) but {f_ind} lists {n_nodes} node(s); they must match")
+    edges = _read_int_table(raw_dir / f"{name}_A.txt", 2)
+    if len(edges):
+        if edges.min() < 1 or edges.max() > n_nodes:
+            raise DataError(f"{name}_A.txt refers to node ids {edges.min()}..{edges.max()}; allowed: "
+                            f"1..{n_nodes} (the number of lines of {f_ind})")
+        cross = ind[edges[:, 0] - 1] != ind[edges[:, 1] - 1]
+        if cross.any():
+            u, v = edges[int(np.argmax(cross))]
+            raise DataError(f"{name}_A.txt: edge ({u}, {v}) joins graphs {ind[u - 1]} and {ind[v - 1]}; "
+                            f"edges must stay inside one graph (mismatched {f_ind}?)")
+    return {"graphs": n_graphs, "nodes": n_nodes, "edges": int(len(edges))}
+
+
+@dataclass
+class PackedGraphs:
+    """A whole TU data set as flat tensors (nodes of graph g are ``node_ptr[g]:node_ptr[g+1]``)."""
+
+    x: torch.Tensor           # (N, F) float node features
+    edge_index: torch.Tensor  # (2, E) long, global node ids, edges grouped by graph
+    node_ptr: torch.Tensor    # (G+1,) long
+    edge_ptr: torch.Tensor    # (G+1,) long
+    y: torch.Tensor           # (G,) long graph classes 0..K-1
+    feature_kind: str = ""
+
+    @property
+    def num_graphs(self) -> int:
+        return int(self.y.numel())
+
+    def to(self, device: torch.device) -> "PackedGraphs":
+        return PackedGraphs(self.x.to(device), self.edge_index.to(device), self.node_ptr.to(device),
+                            self.edge_ptr.to(device), self.y.to(device), self.feature_kind)
+
+
+@dataclass
+class GraphBatch:
+    """A mini-batch of whole graphs in PyG's flat layout."""
+
+    x: torch.Tensor           # (n, F)
+    edge_index: torch.Tensor  # (2, e) batch-local node ids
+    batch: torch.Tensor       # (n,) graph index 0..b-1 of each node
+    y: torch.Tensor           # (b,)
+    num_graphs: int
+
+    def to(self, device: torch.device) -> "GraphBatch":
+        return GraphBatch(self.x.to(device), self.edge_index.to(device), self.batch.to(device),
+                          self.y.to(device), self.num_graphs)
+
+
+def gather_graphs(data: PackedGraphs, ids: torch.Tensor) -> GraphBatch:
+    """Collate graphs ``ids`` into one :class:`GraphBatch` with tensor ops only (no per-graph loop)."""
+    ids = ids.to(data.node_ptr.device)
+    n = data.node_ptr[ids + 1] - data.node_ptr[ids]
+    e = data.edge_ptr[ids + 1] - data.edge_ptr[ids]
+    local_start = torch.cumsum(n, 0) - n
+    shift = data.node_ptr[ids] - local_start           # global id - local id, per graph
+    edge_start = data.edge_ptr[ids] - (torch.cumsum(e, 0) - e)
+    total_n, total_e = int(n.sum()), int(e.sum())
+    dev = ids.device
+    node_idx = torch.repeat_interleave(shift, n) + torch.arange(total_n, device=dev)
+    edge_idx = torch.repeat_interleave(edge_start, e) + torch.arange(total_e, device=dev)
+    edge_index = data.edge_index[:, edge_idx] - torch.repeat_interleave(shift, e)
+    batch = torch.repeat_interleave(torch.arange(len(ids), device=dev), n)
+    return GraphBatch(data.x[node_idx], edge_index, batch, data.y[ids], int(len(ids)))
+
+
+def _node_features(x: torch.Tensor | None, edge_index: torch.Tensor, num_nodes: int, mode: str
+                   ) -> tuple[torch.Tensor, str]:
+    """Node labels one-hot if present, else degree features (see module docstring)."""
+    if mode == "constant":
+        return torch.ones(num_nodes, 1), "constant"
+    if x is not None and x.numel() > 0 and x.size(1) > 0:
+        return x.float(), f"node-labels-onehot({x.size(1)})"
+    deg = torch.bincount(edge_index[0], minlength=num_nodes)
+    max_deg = int(deg.max()) if num_nodes else 0
+    if max_deg < 1000:
+        return F.one_hot(deg, max_deg + 1).float(), f"degree-onehot({max_deg + 1})"
+    d = deg.float()
+    return ((d - d.mean()) / d.std().clamp_min(1e-12)).unsqueeze(1), "degree-normalised"
+
+
+def _pack_tudataset(ds: Any) -> dict[str, torch.Tensor]:
+    """Flatten a loaded TUDataset into global tensors (one pass over its graphs)."""
+    # torch_geometric's TU reader sizes the edge slices with bincount over edges, so graphs
+    # without edges at the end of the file fall off; pad those slices (they own no edges)
+    n_graphs = int(ds._data.y.numel())
+    for key in ("edge_index", "edge_attr"):
+        sl = ds.slices.get(key)
+        if sl is not None and sl.numel() < n_graphs + 1:
+            ds.slices[key] = torch.cat([sl, sl[-1:].repeat(n_graphs + 1 - sl.numel())])
+    ds._data_list = None
+    xs, eis, n_nodes, n_edges, ys = [], [], [], [], []
+    offset = 0
+    for i in range(len(ds)):
+        g = ds[i]
+        n = int(g.num_nodes)
+        if g.x is not None:
+            xs.append(g.x)
+        eis.append(g.edge_index + offset)
+        n_nodes.append(n)
+        n_edges.append(int(g.edge_index.size(1)))
+        ys.append(int(g.y.view(-1)[0]))
+        offset += n
+    zero = torch.zeros(1, dtype=torch.long)
+    out = {
+        "edge_index": torch.cat(eis, 1) if eis else torch.zeros(2, 0, dtype=torch.long),
+        "node_ptr": torch.cat([zero, torch.cumsum(torch.tensor(n_nodes), 0)]),
+        "edge_ptr": torch.cat([zero, torch.cumsum(torch.tensor(n_edges), 0)]),
+        "y": torch.tensor(ys, dtype=torch.long),
+    }
+    if xs:
+        out["x_labels"] = torch.cat(xs, 0)
+    return out
+
+
+def build_tu_cache(raw_dir: Path, name: str, *, log=print) -> Path:
+    """Validate, process and pack one TU data set into the writable cache; return its folder.
+
+    The entry ``cache_dir('tudataset', f'{name}-{fingerprint[:16]}')`` holds ``<name>/raw``
+    (links to the read-only raw files), ``<name>/processed`` (PyG's output), ``packed.pt``
+    and ``manifest.json``. It is built in a temporary sibling folder and renamed into place
+    (atomic on one file system); on any failure the temporary folder is removed.
+    """
+    raw_dir = Path(raw_dir)
+    sizes = validate_tu_raw(raw_dir, name)
+    raw_files = sorted(p for p in raw_dir.iterdir() if p.is_file() and p.name.startswith(f"{name}_")
+                       and p.suffix == ".txt")
+    digest = fingerprint_files(raw_files, root=raw_dir)
+    base = cache_dir("tudataset")
+    final = base / f"{name}-{digest[:16]}"
+    if _cache_entry_ok(final, digest):
+        return final
+    if final.exists():
+        log(f"graph: discarding an unreadable cache entry {final}")
+        shutil.rmtree(final, ignore_errors=True)
+    for stale in base.glob(f".{final.name}.tmp-*"):
+        # left by a killed process; a live build of the same entry is far younger than this
+        try:
+            if time.time() - stale.stat().st_mtime > STALE_TMP_S:
+                shutil.rmtree(stale, ignore_errors=True)
+        except OSError:
+            pass
+    try:
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=base))
+    except OSError as exc:
+        raise DataError(f"cannot write the graph cache under {base} ({exc.strerror}); set HARDNEG_CACHE "
+                        "to a writable folder") from None
+    try:
+        link_dir = tmp / name / "raw"
+        link_dir.mkdir(parents=True)
+        for p in raw_files:
+            try:
+                os.symlink(p.resolve(), link_dir / p.name)
+            except OSError:
+                shutil.copy2(p, link_dir / p.name)
+        from torch_geometric.datasets import TUDataset
+        log(f"graph: processing {name} from {raw_dir} into {final}")
+        ds = TUDataset(str(tmp), name, use_node_attr=False)
+        packed = _pack_tudataset(ds)
+        if packed["y"].numel() != sizes["graphs"] or int(packed["node_ptr"][-1]) != sizes["nodes"]:
+            raise DataError(f"TU data set {name!r}: parsed {packed['y'].numel()} graphs / "
+                            f"{int(packed['node_ptr'][-1])} nodes, but the raw files list {sizes['graphs']} / "
+                            f"{sizes['nodes']}; the raw files are inconsistent")
+        torch.save(packed, tmp / "packed.pt")
+        manifest = {"format": CACHE_FORMAT, "name": name, "raw_sha256": digest, "raw_dir": str(raw_dir),
+                    **sizes}
+        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
+        try:
+            os.rename(tmp, final)
+        except OSError:
+            if not _cache_entry_ok(final, digest):   # lost a race to a broken entry: surface it
+                raise
+            shutil.rmtree(tmp, ignore_errors=True)   # another process finished the same entry first
+    except OSError as exc:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise DataError(f"cannot write the graph cache entry {final} ({exc.strerror or exc}); set "
+                        "HARDNEG_CACHE to a writable folder with free space") from None
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return final
+
+
+def _cache_entry_ok(entry: Path, digest: str) -> bool:
+    try:
+        m = json.loads((entry / "manifest.json").read_text())
+        return (m.get("format") == CACHE_FORMAT and m.get("raw_sha256") == digest
+                and (entry / "packed.pt").is_file())
+    except (OSError, ValueError):
+        return False
+
+
+def load_tu(data_root: Path, dataset: str, *, node_features: str = "auto", log=print
+            ) -> tuple[PackedGraphs, str]:
+    """Load TU data set ``dataset`` from ``data_root`` as :class:`PackedGraphs` plus its raw SHA-256."""
+    name = tu_name(dataset)
+    entry = build_tu_cache(tu_raw_dir(data_root, name), name, log=log)
+    try:
+        packed = torch.load(entry / "packed.pt", weights_only=True)
+        digest = json.loads((entry / "manifest.json").read_text())["raw_sha256"]
+    except (OSError, ValueError, RuntimeError, KeyError) as exc:
+        shutil.rmtree(entry, ignore_errors=True)
+        raise DataError(f"the graph cache entry {entry} could not be read ({exc}); it was removed, "
+                        "run again to rebuild it") from None
+    num_nodes = int(packed["node_ptr"][-1])
+    x, kind = _node_features(packed.get("x_labels"), packed["edge_index"], num_nodes, node_features)
+    return PackedGraphs(x, packed["edge_index"], packed["node_ptr"], packed["edge_ptr"], packed["y"], kind), digest
+
+
+# ---------------------------------------------------------------------------------------
+# model
+# ---------------------------------------------------------------------------------------
+class GINEncoder(nn.Module):
+    """``layers`` x [GINConv(Linear-ReLU-Linear) -> ReLU -> BatchNorm]; sum-pool every layer.
+
+    forward -> (graph embedding (b, layers*hidden), node embedding (n, layers*hidden)).
+    """
+
+    def __init__(self, in_dim: int, hidden: int = 32, layers: int = 3) -> None:
+        super().__init__()
+        from torch_geometric.nn import GINConv
+        self.convs = nn.ModuleList()
+        self.bns = nn.ModuleList()
+        for i in range(layers):
+            mlp = nn.Sequential(nn.Linear(in_dim if i == 0 else hidden, hidden), nn.ReLU(),
+                                nn.Linear(hidden, hidden))
+            self.convs.append(GINConv(mlp))
+            self.bns.append(nn.BatchNorm1d(hidden))
+        self.out_dim = hidden * layers
+
+    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor, num_graphs: int
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        from torch_geometric.nn import global_add_pool
+        states = []
+        for conv, bn in zip(self.convs, self.bns):
+            x = bn(F.relu(conv(x, edge_index)))
+            states.append(x)
+        node = torch.cat(states, 1)
+        return global_add_pool(node, batch, size=num_graphs), node
+
+
+class Discriminator(nn.Module):
+    """``3 x (Linear+ReLU)`` plus a linear shortcut: ``f(h) = block(h) + W h``."""
+
+    def __init__(self, dim: int) -> None:
+        super().__init__()
+        self.block = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU(),
+                                   nn.Linear(dim, dim), nn.ReLU())
+        self.shortcut = nn.Linear(dim, dim)
+
+    def forward(self, h: torch.Tensor) -> torch.Tensor:
+        return self.block(h) + self.shortcut(h)
+
+
+class InfoGraphModel(nn.Module):
+    """GIN encoder plus local (node) and global (graph) discriminators."""
+
+    def __init__(self, in_dim: int, hidden: int = 32, layers: int = 3,
+                 generator: torch.Generator | None = None) -> None:
+        super().__init__()
+        self.encoder = GINEncoder(in_dim, hidden, layers)
+        self.local_d = Discriminator(self.encoder.out_dim)
+        self.global_d = Discriminator(self.encoder.out_dim)
+        for m in self.modules():
+            if isinstance(m, nn.Linear):
+                nn.init.xavier_uniform_(m.weight, generator=generator)
+                nn.init.zeros_(m.bias)
+
+    def forward(self, b: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
+        """(local node codes (n, D), global graph codes (b, D))."""
+        g, node = self.encoder(b.x, b.edge_index, b.batch, b.num_graphs)
+        return self.local_d(node), self.global_d(g)
+
+    @torch.no_grad()
+    def embed(self, b: GraphBatch) -> torch.Tensor:
+        """Graph embeddings used downstream: the encoder's pooled output (not the discriminator)."""
+        return self.encoder(b.x, b.edge_index, b.batch, b.num_graphs)[0]
+
+
+def node_graph_masks(batch: torch.Tensor, num_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Positive mask ``pos[n, batch[n]] = True`` and negative mask ``~pos``, (n, num_graphs) bool."""
+    n = batch.numel()
+    pos = torch.zeros(n, num_graphs, dtype=torch.bool, device=batch.device)
+    pos[torch.arange(n, device=batch.device), batch] = True
+    return pos, ~pos
+
+
+def node_graph_masks_loop(batch: torch.Tensor, num_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' construction, one Python iteration per node (reference for speed and parity)."""
+    n = batch.numel()
+    pos = torch.zeros((n, num_graphs), device=batch.device)
+    neg = torch.ones((n, num_graphs), device=batch.device)
+    for nodeidx, graphidx in enumerate(batch):
+        pos[nodeidx][graphidx] = 1.
+        neg[nodeidx][graphidx] = 0.
+    return pos.bool(), neg.bool()
+
+
+# ---------------------------------------------------------------------------------------
+# adapter
+# ---------------------------------------------------------------------------------------
+class GraphAdapter(ModalityAdapter):
+    """InfoGraph on TU data sets; see the module docstring for the full contract."""
+
+    name = "graph"
+    options = {
+        "hidden": Option(32, "GIN hidden width per layer", low=1, high=4096),
+        "layers": Option(3, "number of GIN layers (embedding = hidden * layers)", low=1, high=16),
+        "node_features": Option("auto", "'auto': one-hot node labels, else degree (REFERENCE); "
+                                "'constant': a constant 1 per node (original InfoGraph code)",
+                                choices=("auto", "constant")),
+        "shuffle": Option("epoch", "'epoch': reshuffle graphs every epoch; 'once': one seeded shuffle, "
+                          "then the same batches every epoch (the authors' DataLoader)",
+                          choices=("epoch", "once")),
+        "masks": Option("vectorized", "positive/negative mask construction; 'loop' is the authors' "
+                        "per-node Python loop (same result, for the speed benchmark)",
+                        choices=("vectorized", "loop")),
+        "svc_outer_folds": Option(10, "outer stratified folds of the SVC probe", low=2, high=50),
+        "svc_inner_folds": Option(5, "inner folds choosing C of the SVC probe", low=2, high=20),
+    }
+    default_loss = {"objective": "jsd", "temperature": 1.0, "tau_plus": 0.0, "beta": 0.0}
+
+    def __init__(self) -> None:
+        self.data: PackedGraphs | None = None
+        self._order: torch.Tensor | None = None
+
+    # ---- discovery ---------------------------------------------------------------------
+    def datasets(self) -> list[str]:
+        return list(KNOWN_DATASETS)
+
+    def accepts_custom_dataset(self, dataset: str) -> bool:
+        return dataset.startswith(CUSTOM_PREFIX) and bool(_NAME_RE.match(dataset[len(CUSTOM_PREFIX):]))
+
+    def check_data(self, data_root: Path) -> list[DataStatus]:
+        out = []
+        for name in self.datasets():
+            raw = tu_raw_dir(data_root, name)
+            missing = [f"{name}_{f}.txt" for f in REQUIRED_FILES if not (raw / f"{name}_{f}.txt").is_file()]
+            detail = "" if not missing else (f"missing {', '.join(missing)}; download "
+                                             f"{TU_URL.format(name=name)} and unzip into {raw}")
+            out.append(DataStatus(name, not missing, str(raw), detail))
+        return out
+
+    # ---- the run -----------------------------------------------------------------------
+    def prepare(self, run: RunContext) -> None:
+        self.check_dataset(run.spec.dataset)
+        data, digest = load_tu(run.data_root, run.spec.dataset, node_features=run.options["node_features"],
+                               log=run.log)
+        if int(data.y.max()) < 1:
+            raise DataError(f"TU data set {run.spec.dataset!r} has a single graph class; the SVC probe "
+                            "needs at least two")
+        self.data = data.to(run.device)
+        run.data_checksums[f"tudataset/{tu_name(run.spec.dataset)}"] = digest
+        run.extra["graph"] = {"graphs": data.num_graphs, "nodes": int(data.node_ptr[-1]),
+                              "edges": int(data.edge_index.size(1)), "features": data.feature_kind,
+                              "feature_dim": int(data.x.size(1)), "classes": int(data.y.max()) + 1}
+        run.log(f"graph: {run.spec.dataset}: {run.extra['graph']}")
+        if run.options["shuffle"] == "once":
+            self._order = torch.randperm(data.num_graphs, generator=run.generator)
+
+    def build_model(self, run: RunContext) -> nn.Module:
+        assert self.data is not None, "prepare() must run before build_model()"
+        model = InfoGraphModel(int(self.data.x.size(1)), run.options["hidden"], run.options["layers"],
+                               generator=run.generator)
+        return model.to(run.device)
+
+    def train_batches(self, run: RunContext, epoch: int) -> Iterator[GraphBatch]:
+        assert self.data is not None, "prepare() must run before train_batches()"
+        G, bs = self.data.num_graphs, run.spec.train.batch_size
+        order = self._order if self._order is not None else torch.randperm(G, generator=run.generator)
+        chunks = list(torch.split(order, bs))
+        if len(chunks) > 1 and len(chunks[-1]) < 2:
+            # a one-graph batch has no negatives; fold it into the previous batch
+            last = chunks.pop()
+            chunks[-1] = torch.cat([chunks[-1], last])
+            run.count("merged_single_graph_batches")
+        cap = run.spec.train.max_steps_per_epoch
+        for k, ids in enumerate(chunks):
+            if cap and k >= cap:
+                break
+            yield gather_graphs(self.data, ids)
+
+    def score_batch(self, model: nn.Module, batch: GraphBatch, run: RunContext) -> ScoreBatch:
+        local, glob = model(batch)
+        scores = local @ glob.t()                      # (nodes, graphs), raw inner products
+        build = node_graph_masks_loop if run.options["masks"] == "loop" else node_graph_masks
+        pos, neg = build(batch.batch, batch.num_graphs)
+        return ScoreBatch(scores=scores, pos_mask=pos, neg_mask=neg, score_kind="raw",
+                          anchor_labels=batch.y[batch.batch], candidate_labels=batch.y,
+                          num_samples=batch.num_graphs)
+
+    def count_samples(self, batch: GraphBatch) -> int:
+        """Throughput counts graphs, not nodes (the anchors of the loss)."""
+        return batch.num_graphs
+
+    def embed_all(self, model: nn.Module, run: RunContext, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Graph embeddings (eval mode) and labels of the whole data set, in file order."""
+        assert self.data is not None
+        was_training = model.training
+        model.eval()
+        try:
+            ids = torch.arange(self.data.num_graphs, device=self.data.y.device)
+            embs = [model.embed(gather_graphs(self.data, chunk)).float().cpu() for chunk in torch.split(ids, batch_size)]
+        finally:
+            model.train(was_training)
+        return torch.cat(embs).numpy(), self.data.y.cpu().numpy()
+
+    def evaluate(self, model: nn.Module, run: RunContext) -> list[Metric]:
+        from hardneg.evaluation.svc import svc_nested_cv
+        X, y = self.embed_all(model, run)
+        res = svc_nested_cv(X, y, seed=run.spec.seed, outer_folds=run.options["svc_outer_folds"],
+                            inner_folds=run.options["svc_inner_folds"])
+        run.extra["svc"] = {"fold_accuracies": res.fold_accuracies, "chosen_C": res.chosen_C}
+        protocol = res.protocol() + "; accuracy in percent; std over outer folds"
+        return [Metric("svc_acc", 100.0 * res.mean, split="cv", protocol=protocol,
+                       selection="last-epoch", std=100.0 * res.std)]
+
+
+__all__ = ["GraphAdapter", "InfoGraphModel", "GINEncoder", "Discriminator", "PackedGraphs", "GraphBatch",
+           "gather_graphs", "node_graph_masks", "node_graph_masks_loop", "validate_tu_raw", "load_tu",
+           "build_tu_cache", "KNOWN_DATASETS"]
