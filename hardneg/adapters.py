@@ -134,7 +134,8 @@ class RunContext:
     log: Callable[[str], None] = print
     counters: dict[str, float] = field(default_factory=dict)   # adapter-reported counts (e.g. truncated)
     data_checksums: dict[str, str] = field(default_factory=dict)
-    extra: dict[str, Any] = field(default_factory=dict)        # free space for the adapter
+    extra: dict[str, Any] = field(default_factory=dict)        # free space for the adapter (not recorded)
+    details: dict[str, Any] = field(default_factory=dict)      # JSON-able facts kept in the record
 
     def count(self, key: str, n: float = 1) -> None:
         self.counters[key] = self.counters.get(key, 0) + n

@@ -589,18 +589,25 @@ def jsd_loss(
                 e_neg = w * F.softplus(q_mat) / (1.0 - tau) - LOG2
         per_anchor = e_neg.sum(1) / (c_cnt - 1) - e_pos.sum(1)
     else:
+        sp_q = F.softplus(q)                                  # the one full-matrix softplus
         m_cnt = pos_mask.sum(1).to(q.dtype)
-        sp_pos_neg = F.softplus(q).masked_fill(~pos_mask, 0.0).sum(1) / m_cnt    # mean_m softplus(p)
-        pos_term = F.softplus(-q).masked_fill(~pos_mask, 0.0).sum(1) / m_cnt     # mean_m softplus(-p)
-        sp_q = F.softplus(q)
+        n_cnt = neg_mask.sum(1).to(q.dtype)
+        pi, pj = pos_mask.nonzero(as_tuple=True)              # only the M_i positive entries
+        sp_p = sp_q[pi, pj]
+        sp_pos_neg = torch.zeros_like(m_cnt).index_add_(0, pi, sp_p) / m_cnt          # mean_m softplus(p)
+        pos_term = torch.zeros_like(m_cnt).index_add_(0, pi, sp_p - q[pi, pj]) / m_cnt  # softplus(-p) = softplus(p) - p
         if beta == 0.0:
             log_w = torch.zeros_like(q)
+            if bool((m_cnt + n_cnt == q.shape[1]).all()):    # every candidate is a positive or a negative
+                e_neg = (sp_q.sum(1) - sp_pos_neg * m_cnt) / n_cnt
+            else:
+                e_neg = sp_q.masked_fill(~neg_mask, 0.0).sum(1) / n_cnt
         else:
             scale = q.masked_fill(~neg_mask, 0.0).abs().max().clamp_min(torch.finfo(q.dtype).tiny)
             sign = 2.0 if hardness_sign == "hard" else -2.0
             log_w = beta * sign * q / scale
-        p_w = torch.softmax(log_w.masked_fill(~neg_mask, float("-inf")), dim=1)
-        e_neg = (p_w * sp_q.masked_fill(~neg_mask, 0.0)).sum(1)
+            p_w = torch.softmax(log_w.masked_fill(~neg_mask, float("-inf")), dim=1)
+            e_neg = (p_w * sp_q).sum(1)                       # p_w is zero off the negatives
         if tau > 0.0:
             e_neg = (e_neg - tau * sp_pos_neg) / (1.0 - tau)
             if floor:

@@ -250,6 +250,7 @@ def execute(spec: RunSpec, *, data_root: str | os.PathLike | None = None, log: C
         "versions": library_versions(),
         "data_checksums": dict(run.data_checksums),
         "counters": dict(run.counters),
+        "details": dict(run.details),
         "started_at": started,
         "finished_at": _now(),
         "error": None,

@@ -507,10 +507,10 @@ class GraphAdapter(ModalityAdapter):
                             "needs at least two")
         self.data = data.to(run.device)
         run.data_checksums[f"tudataset/{tu_name(run.spec.dataset)}"] = digest
-        run.extra["graph"] = {"graphs": data.num_graphs, "nodes": int(data.node_ptr[-1]),
+        run.details["graph"] = {"graphs": data.num_graphs, "nodes": int(data.node_ptr[-1]),
                               "edges": int(data.edge_index.size(1)), "features": data.feature_kind,
                               "feature_dim": int(data.x.size(1)), "classes": int(data.y.max()) + 1}
-        run.log(f"graph: {run.spec.dataset}: {run.extra['graph']}")
+        run.log(f"graph: {run.spec.dataset}: {run.details['graph']}")
         if run.options["shuffle"] == "once":
             self._order = torch.randperm(data.num_graphs, generator=run.generator)
 
@@ -566,7 +566,7 @@ class GraphAdapter(ModalityAdapter):
         X, y = self.embed_all(model, run)
         res = svc_nested_cv(X, y, seed=run.spec.seed, outer_folds=run.options["svc_outer_folds"],
                             inner_folds=run.options["svc_inner_folds"])
-        run.extra["svc"] = {"fold_accuracies": res.fold_accuracies, "chosen_C": res.chosen_C}
+        run.details["svc"] = {"fold_accuracies": res.fold_accuracies, "chosen_C": res.chosen_C}
         protocol = res.protocol() + "; accuracy in percent; std over outer folds"
         return [Metric("svc_acc", 100.0 * res.mean, split="cv", protocol=protocol,
                        selection="last-epoch", std=100.0 * res.std)]

@@ -322,18 +322,23 @@ def test_jsd_plain_is_infograph():
         torch.testing.assert_close(jsd_loss(scores, pos, neg, convention=conv), ref, rtol=1e-12, atol=1e-12)
 
 
-def test_jsd_derived_matches_debiasing_identity_loop():
+@pytest.mark.parametrize("beta,tau,exclude", [(2.0, 0.2, False), (0.0, 0.2, False), (0.0, 0.0, True),
+                                              (1.0, 0.3, True)])
+def test_jsd_derived_matches_debiasing_identity_loop(beta, tau, exclude):
     g = torch.Generator().manual_seed(1)
     scores, pos, neg = _graph_problem(g)
-    beta, tau = 2.0, 0.2
+    if exclude:  # some candidates are neither positive nor negative
+        neg[::3, 0] = False
+        neg[torch.arange(scores.shape[0]), (pos.float().argmax(1) + 1) % scores.shape[1]] = False
     scale = scores[neg].abs().max()
     rows = []
     for i in range(scores.shape[0]):
         p, q = scores[i][pos[i]], scores[i][neg[i]]
         w = torch.exp(beta * 2 * q / scale)
         e_neg = (w * F.softplus(q)).sum() / w.sum()
-        e_neg = (e_neg - tau * F.softplus(p).mean()) / (1 - tau)
-        e_neg = torch.maximum(e_neg, F.softplus(q).min())
+        if tau > 0:
+            e_neg = (e_neg - tau * F.softplus(p).mean()) / (1 - tau)
+            e_neg = torch.maximum(e_neg, F.softplus(q).min())
         rows.append(F.softplus(-p).mean() + e_neg - 2 * math.log(2))
     ref = torch.stack(rows)
     torch.testing.assert_close(jsd_loss(scores, pos, neg, beta=beta, tau_plus=tau, reduction="none"), ref,
