@@ -124,6 +124,8 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
     """
     spec = run.spec
     t = spec.train
+    if t.epochs == 0:          # the random-initialisation floor: nothing to optimise
+        return {"curves": [], "train_s": 0.0}
     optimizer = make_optimizer(adapter.parameters(model), spec)
     curves: list[dict[str, Any]] = []
     start_epoch = 0

@@ -413,6 +413,8 @@ def evaluate(encode: Callable[[list[str]], np.ndarray], data_root: str | os.Path
                              protocol=f"STS Benchmark test, Spearman of cosine similarity vs gold, no training{sub}")
         res.seconds = time.perf_counter() - t0
         res.skipped = td.skipped
+        if td.skipped:  # SentEval keeps empty lines as empty sentences; we drop them, and say so
+            res.protocol += f"; {td.skipped} empty line(s) dropped"
         if log:
             log(f"senteval: {t} " + " ".join(f"{k}={v:.4g}" for k, v in res.metrics.items())
                 + f" ({res.seconds:.1f}s)")
