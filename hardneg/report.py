@@ -179,7 +179,8 @@ def gains_table(df):
             std_d = (math.sqrt(sum((x - mean_d) ** 2 for x in d) / (n - 1)) if n >= 2 else math.nan)
             p = math.nan
             if n >= 2:
-                if std_d > 0:
+                # identical differences (up to rounding) leave the t statistic undefined, not huge
+                if std_d > 1e-9 * max(1.0, abs(mean_d)):
                     p = float(stats.ttest_rel([vs[s] for s in shared], [b[s] for s in shared]).pvalue)
             rows.append({**dict(zip(KEY, k)), "method": method, "beta": beta, "tau_plus": tau,
                          "variant_mean": float(vs.mean()), "baseline_mean": float(b.mean()),

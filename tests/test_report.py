@@ -120,3 +120,15 @@ def test_empty_results_is_a_clear_error(tmp_path):
     (tmp_path / "res").mkdir()
     with pytest.raises(ResultsError, match="no run records"):
         report.write_report(tmp_path / "res", tmp_path / "rep")
+
+
+def test_constant_paired_difference_has_no_p_value(tmp_path):
+    """Two seeds whose differences agree up to rounding: the t-test is undefined, not p ~ 1e-15."""
+    folder = tmp_path / "res"
+    base, var = {0: 85.37, 1: 87.1}, {0: 85.37 + 0.53, 1: 87.1 + 0.53}
+    for seed in (0, 1):
+        results.write_record(folder, rec(f"b{seed:011x}", 0.0, 0.0, seed, base[seed]))
+        results.write_record(folder, rec(f"v{seed:011x}", 0.5, 0.1, seed, var[seed]))
+    g = report.gains_table(report._prepare(results.load(folder))).iloc[0]
+    assert g["pairs"] == 2 and math.isclose(g["gain"], 0.53, rel_tol=1e-9)
+    assert math.isnan(g["p_value"])
