@@ -90,7 +90,7 @@ def main() -> None:
                 fn(b.batch, b.num_graphs)
             mask_ms[name] = 1000 * (time.perf_counter() - tic)
         v, lp = statistics.median(times["vectorized"]), statistics.median(times["loop"])
-        g = run.extra["graph"]
+        g = run.details["graph"]
         print(f"{ds:<10} {g['graphs']:>6} {g['nodes']:>7} | {v:>15.3f} {lp:>10.3f} {lp / v:>5.1f}x | "
               f"{mask_ms['vectorized']:>15.1f} {mask_ms['loop']:>16.1f} {mask_ms['loop'] / mask_ms['vectorized']:>6.0f}x")
 
