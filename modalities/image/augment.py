@@ -97,7 +97,26 @@ class _BatchTask(torch.utils.data.Dataset):
         return (*out, self.labels[idx])
 
 
-class CpuViewLoader:
+class _EpochOrder:
+    """Length and per-epoch index order shared by the two loaders (shuffle, drop last)."""
+
+    images: torch.Tensor
+    batch_size: int
+    shuffle: bool
+    drop_last: bool
+
+    def __len__(self) -> int:
+        n = self.images.shape[0]
+        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
+
+    def _order(self, generator: torch.Generator) -> tuple[torch.Tensor, int]:
+        """The epoch's index order (from the CPU ``generator``) and where batching stops."""
+        n = self.images.shape[0]
+        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        return order, (len(self) * self.batch_size if self.drop_last else n)
+
+
+class CpuViewLoader(_EpochOrder):
     """Per-image views on the CPU, optionally in DataLoader worker processes.
 
     ``epoch(generator)`` yields ``(view1, view2, labels)`` per batch (drop last). The batch
@@ -111,15 +130,9 @@ class CpuViewLoader:
         self.images, self.labels, self.batch_size, self.spec = images.cpu(), labels.cpu(), batch_size, spec
         self.workers, self.views, self.shuffle, self.drop_last, self.pin_memory = workers, views, shuffle, drop_last, pin_memory
 
-    def __len__(self) -> int:
-        n = self.images.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
     def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
-        n = self.images.shape[0]
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
-        batches = list(order[: len(self) * self.batch_size].split(self.batch_size)) if self.drop_last \
-            else list(order.split(self.batch_size))
+        order, stop = self._order(generator)
+        batches = list(order[:stop].split(self.batch_size))
         seeds = torch.randint(0, 2**62, (len(batches),), generator=generator).tolist()
         task = _BatchTask(self.images, self.labels, batches, seeds, self.spec, self.views)
         if self.workers == 0:
@@ -338,7 +351,7 @@ def eval_transform(images: torch.Tensor, size: int = 32, mean=CIFAR10_MEAN, std=
     return normalize(x, mean, std)
 
 
-class BatchedViewLoader:
+class BatchedViewLoader(_EpochOrder):
     """Batches with views made on the images' device by :class:`BatchedViews` (drop last).
 
     ``epoch(generator)`` yields ``(view1, view2, labels)``; the batch order comes from the CPU
@@ -353,17 +366,11 @@ class BatchedViewLoader:
         self.batch_size, self.views, self.shuffle, self.drop_last = batch_size, views, shuffle, drop_last
         self.make = BatchedViews(spec)
 
-    def __len__(self) -> int:
-        n = self.images.shape[0]
-        return n // self.batch_size if self.drop_last else math.ceil(n / self.batch_size)
-
     def epoch(self, generator: torch.Generator) -> Iterator[tuple[torch.Tensor, ...]]:
-        n = self.images.shape[0]
-        order = torch.randperm(n, generator=generator) if self.shuffle else torch.arange(n)
+        order, stop = self._order(generator)
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
         dev_gen = torch.Generator(device=self.device).manual_seed(seed)
         order = order.to(self.device)
-        stop = len(self) * self.batch_size if self.drop_last else n
         for start in range(0, stop, self.batch_size):
             idx = order[start:start + self.batch_size]
             imgs = self.images[idx]
