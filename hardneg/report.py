@@ -258,6 +258,16 @@ def _save(fig, path: Path) -> None:
     os.replace(tmp, path)
 
 
+def _finish(fig, axes, used: int, title: str, path: Path) -> None:
+    """Hide unused panels, title, lay out, save without metadata and close one figure."""
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    _plt()[1].close(fig)
+
+
 def _grid_shape(n: int) -> tuple[int, int]:
     cols = min(3, n)
     return (n + cols - 1) // cols, cols
@@ -305,13 +315,8 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[
                     ax.set_xlabel("β")
                     ax.set_ylabel(f"{metric} ({split})")
                     ax.legend(fontsize=7)
-                for ax in list(axes.flat)[len(metrics):]:
-                    ax.set_visible(False)
-                fig.suptitle(title + "  (mean ± std over seeds)", fontsize=9)
-                fig.tight_layout()
                 name = f"beta_{tag}.png"
-                _save(fig, fdir / name)
-                plt.close(fig)
+                _finish(fig, axes, len(metrics), title + "  (mean ± std over seeds)", fdir / name)
                 made.append({"kind": "beta", "modality": mod, "dataset": ds, "setting": setting, "file": name})
             if metrics and tr["beta"].nunique() >= 2 and tr["tau_plus"].nunique() >= 2:
                 r, c = _grid_shape(len(metrics))
@@ -332,13 +337,8 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[
                     ax.set_ylabel("τ+")
                     ax.set_title(f"{metric} ({split})", fontsize=8)
                     fig.colorbar(im, ax=ax)
-                for ax in list(axes.flat)[len(metrics):]:
-                    ax.set_visible(False)
-                fig.suptitle(title + "  (mean over seeds)", fontsize=9)
-                fig.tight_layout()
                 name = f"heatmap_{tag}.png"
-                _save(fig, fdir / name)
-                plt.close(fig)
+                _finish(fig, axes, len(metrics), title + "  (mean over seeds)", fdir / name)
                 made.append({"kind": "heatmap", "modality": mod, "dataset": ds, "setting": setting, "file": name})
             # curves: mean over seeds per (beta, tau+)
             recs = [r for r in records if r.get("status") == "ok" and setting_of.get(r.get("run_id")) == setting
@@ -373,13 +373,8 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[
                     ax.set_xlabel("epoch")
                     ax.set_ylabel("training loss" if k == "loss" else k.removeprefix("diag_"))
                     ax.legend(fontsize=6)
-                for ax in list(axes.flat)[len(keys):]:
-                    ax.set_visible(False)
-                fig.suptitle(title + "  (mean over seeds)", fontsize=9)
-                fig.tight_layout()
                 name = f"{kind}_{tag}.png"
-                _save(fig, fdir / name)
-                plt.close(fig)
+                _finish(fig, axes, len(keys), title + "  (mean over seeds)", fdir / name)
                 made.append({"kind": kind, "modality": mod, "dataset": ds, "setting": setting, "file": name})
     return made
 
