@@ -155,8 +155,9 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
             with _autocast(run.device, t.amp):
                 out = adapter.compute_loss(model, batch, objective, run, details=want_diag and step == 0)
             loss = out.loss
-            if not torch.isfinite(loss):
-                raise TrainingDiverged(f"loss became {float(loss.detach())} at epoch {epoch}, step {step} "
+            value = float(loss.detach())        # one host sync per step, used for the guard and the curve
+            if not math.isfinite(value):
+                raise TrainingDiverged(f"loss became {value} at epoch {epoch}, step {step} "
                                        f"(beta={spec.loss.beta}, tau_plus={spec.loss.tau_plus}, "
                                        f"temperature={spec.loss.temperature})")
             optimizer.zero_grad(set_to_none=True)
@@ -166,7 +167,7 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
             optimizer.step()
             if want_diag and step == 0:
                 diag = dict(out.diagnostics)
-            total += float(loss.detach())
+            total += value
             steps += 1
             counted = adapter.count_samples(batch)
             samples += int(out.per_anchor.shape[0]) if counted is None else int(counted)
