@@ -15,6 +15,12 @@ Layout (every table optional except ``[suite]`` and at least one modality table)
     [MODALITY.loss]    LossSpec overrides
     [MODALITY.options] adapter options (checked by the adapter's ``options`` schema)
     [MODALITY.grid]    grid keys that replace the suite-wide grid's keys for this modality
+    [[MODALITY.extra]] extra configurations beside the grid (baselines such as a frozen
+                       floor or a pretrained model): each may hold train, loss, options,
+                       grid and random_init; it inherits the modality's fixed settings
+                       (except those its own grid sweeps) and the grid's seeds, but not the
+                       rest of the grid, so it adds one run per data set and seed unless it
+                       sweeps a grid of its own
 
 Precedence of a loss setting, lowest first: LossSpec default < the adapter's
 ``default_loss`` < ``[defaults.loss]`` < ``[MODALITY.loss]`` < the grid. A setting that is
@@ -52,7 +58,8 @@ from .errors import ConfigError, HardnegError
 from .spec import LossSpec, RunSpec, TrainSpec
 
 SUITE_KEYS = {"name": str, "description": str}
-MODALITY_KEYS = ("datasets", "random_init", "train", "loss", "options", "grid")
+MODALITY_KEYS = ("datasets", "random_init", "train", "loss", "options", "grid", "extra")
+EXTRA_KEYS = ("random_init", "train", "loss", "options", "grid")
 DEFAULTS_KEYS = ("train", "loss")
 SUITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -326,13 +333,15 @@ def parse_suite(doc: Mapping[str, Any], *, source: str = "<suite>", default_name
 
 
 def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: dict, d_loss: dict,
-                     g_grid: dict[str, list[Any]], g_origin: dict[str, str]) -> list[RunSpec]:
+                     g_grid: dict[str, list[Any]], g_origin: dict[str, str], path: str | None = None
+                     ) -> list[RunSpec]:
     from . import adapters
 
-    table = _check_table(where, mod, table)
+    path = path or mod
+    table = _check_table(where, path, table)
     for key in table:
         if key not in MODALITY_KEYS:
-            raise where.err(f"{mod}.{key}", f"unknown key; allowed: {', '.join(MODALITY_KEYS)}")
+            raise where.err(f"{path}.{key}", f"unknown key; allowed: {', '.join(MODALITY_KEYS)}")
     try:
         adapter = adapters.get(mod)
     except HardnegError as exc:
@@ -340,42 +349,42 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
 
     datasets = table.get("datasets")
     if datasets is None:
-        raise where.err(f"{mod}.datasets", "missing; allowed: an array of data set names, e.g. "
+        raise where.err(f"{path}.datasets", "missing; allowed: an array of data set names, e.g. "
                         + repr(adapter.datasets()[:2]))
     if not isinstance(datasets, list) or not all(isinstance(d, str) for d in datasets):
-        raise where.err(f"{mod}.datasets", f"{datasets!r} is not an array of strings; allowed: data set names")
+        raise where.err(f"{path}.datasets", f"{datasets!r} is not an array of strings; allowed: data set names")
     if not datasets:
-        raise where.err(f"{mod}.datasets", "the array is empty, so the grid expands to zero runs; allowed: "
+        raise where.err(f"{path}.datasets", "the array is empty, so the grid expands to zero runs; allowed: "
                         + ", ".join(adapter.datasets()))
     for i, ds in enumerate(datasets):
         try:
             adapter.check_dataset(ds)
         except HardnegError as exc:
-            raise where.err(f"{mod}.datasets[{i}]", str(exc)) from None
+            raise where.err(f"{path}.datasets[{i}]", str(exc)) from None
     random_init = table.get("random_init", False)
     if not isinstance(random_init, bool):
-        raise where.err(f"{mod}.random_init", f"{random_init!r} is a {_type_name(random_init)}; allowed: true or false")
+        raise where.err(f"{path}.random_init", f"{random_init!r} is a {_type_name(random_init)}; allowed: true or false")
 
-    m_train = _check_fields(where, f"{mod}.train", table.get("train", {}), TRAIN_FIELDS)
-    m_loss = _check_fields(where, f"{mod}.loss", table.get("loss", {}), LOSS_FIELDS)
-    m_opts = _check_table(where, f"{mod}.options", table.get("options", {}))
+    m_train = _check_fields(where, f"{path}.train", table.get("train", {}), TRAIN_FIELDS)
+    m_loss = _check_fields(where, f"{path}.loss", table.get("loss", {}), LOSS_FIELDS)
+    m_opts = _check_table(where, f"{path}.options", table.get("options", {}))
     grid = dict(g_grid)
     origin = dict(g_origin)
-    grid.update(_parse_grid(where, f"{mod}.grid", table.get("grid", {}), origin))
+    grid.update(_parse_grid(where, f"{path}.grid", table.get("grid", {}), origin))
     grid.setdefault("seed", [0])
 
     # a setting both fixed and swept: one of the two would be ignored without notice
     for gkey in grid:
         kind, _, fname = gkey.partition(".")
-        fixed = {"loss": [("defaults.loss", d_loss), (f"{mod}.loss", m_loss)],
-                 "train": [("defaults.train", d_train), (f"{mod}.train", m_train)],
-                 "options": [(f"{mod}.options", m_opts)]}.get(kind, [])
+        fixed = {"loss": [("defaults.loss", d_loss), (f"{path}.loss", m_loss)],
+                 "train": [("defaults.train", d_train), (f"{path}.train", m_train)],
+                 "options": [(f"{path}.options", m_opts)]}.get(kind, [])
         for tpath, tbl in fixed:
             if fname in tbl:
                 raise where.err(f"{tpath}.{fname}", f"is fixed here and also swept by the grid ({gkey}); "
                                 "allowed: one of the two")
 
-    opt_where = f"{where.source}: [{mod}.options] "
+    opt_where = f"{where.source}: [{path}.options] "
     try:
         base_opts = adapter.resolve_options(m_opts, where=opt_where)
     except HardnegError as exc:
@@ -389,8 +398,8 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
 
     base_loss = LossSpec(**loss_base)
     base_train = TrainSpec(**train_base)
-    _validate_loss(where, f"{mod}.loss", base_loss)
-    _validate_train(where, f"{mod}.train", base_train)
+    _validate_loss(where, f"{path}.loss", base_loss)
+    _validate_train(where, f"{path}.train", base_train)
 
     # each grid value on its own, so that an error points at the offending array element
     for gkey, values in grid.items():
@@ -432,6 +441,30 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
                                       train=floor_train, options=resolved_opts, suite=suite))
         specs.extend(floors)
         specs.extend(trained)
+
+    extras = table.get("extra", [])
+    if path != mod and extras:
+        raise where.err(f"{path}.extra", "an extra configuration cannot hold extra configurations of its own")
+    if not isinstance(extras, list) or not all(isinstance(e, dict) for e in extras):
+        raise where.err(f"{path}.extra", f"{extras!r} is not an array of tables; allowed: [[{mod}.extra]] "
+                        "tables with train, loss, options, grid or random_init")
+    for i, extra in enumerate(extras):
+        epath = f"{mod}.extra[{i}]"
+        for key in extra:
+            if key not in EXTRA_KEYS:
+                raise where.err(f"{epath}.{key}", f"unknown key; allowed: {', '.join(EXTRA_KEYS)}")
+        # one fixed configuration per data set and seed, unless the extra sweeps its own grid;
+        # the suite-wide and modality grids do not apply, except their seeds
+        sub_grid = dict(_check_table(where, f"{epath}.grid", extra.get("grid", {})))
+        swept = {_canonical_grid_key(where, f"{epath}.grid", k) for k in sub_grid}
+        sub_grid.setdefault("seed", grid["seed"])
+        sub: dict[str, Any] = {"datasets": datasets, "random_init": extra.get("random_init", False),
+                               "grid": sub_grid}
+        for section in ("train", "loss", "options"):
+            # the modality's fixed settings carry over, except those this extra sweeps
+            inherited = {k: v for k, v in table.get(section, {}).items() if f"{section}.{k}" not in swept}
+            sub[section] = {**inherited, **_check_table(where, f"{epath}.{section}", extra.get(section, {}))}
+        specs.extend(_expand_modality(where, mod, sub, suite, d_train, d_loss, {}, {}, path=epath))
     return specs
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
 
+from . import adapters
 from . import results as store
 from .config import Suite
 from .data import cache_dir
@@ -186,7 +187,11 @@ def complete_record(rec: Mapping[str, Any], spec: RunSpec, *, started_at: str, f
     out["run_id"] = spec.run_id
     out.setdefault("spec", spec.to_dict())
     out["spec"] = {**out["spec"], "suite": spec.suite}
-    out.setdefault("method", spec.method)
+    if "method" not in out:
+        try:
+            out["method"] = adapters.get(spec.modality).method_name(spec)
+        except HardnegError:
+            out["method"] = spec.method
     out.setdefault("status", "ok")
     out.setdefault("metrics", [])
     out.setdefault("curves", {})
@@ -226,7 +231,11 @@ def _default_execute() -> ExecuteFn:
 def run_label(spec: RunSpec) -> str:
     """Short human label: modality/dataset method b=.. t+=.. seed."""
     if spec.train.epochs == 0:
-        return f"{spec.modality}/{spec.dataset} random-init s{spec.seed}"
+        try:
+            name = adapters.get(spec.modality).method_name(spec)
+        except HardnegError:
+            name = spec.method
+        return f"{spec.modality}/{spec.dataset} {name} s{spec.seed}"
     return (f"{spec.modality}/{spec.dataset} {spec.method} b={spec.loss.beta:g} "
             f"t+={spec.loss.tau_plus:g} s{spec.seed}")
 

@@ -238,7 +238,7 @@ def execute(spec: RunSpec, *, data_root: str | os.PathLike | None = None, log: C
         "status": "ok",
         "modality": spec.modality,
         "dataset": spec.dataset,
-        "method": spec.method,
+        "method": adapter.method_name(spec),
         "seed": spec.seed,
         "spec": spec.to_dict(),
         "options": options,

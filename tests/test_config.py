@@ -181,6 +181,58 @@ def test_random_init_one_run_per_dataset_and_seed(tmp_path):
     assert s.specs[0].train.epochs == 0
 
 
+def test_extra_configurations_beside_the_grid(tmp_path):
+    text = BASE + textwrap.dedent("""
+        [toy.options]
+        hidden = 16
+        [[toy.extra]]
+        train = {epochs = 0}
+        options = {hidden = 32}
+        [[toy.extra]]
+        loss = {temperature = 0.5}
+        grid = {beta = [0.0, 2.0]}
+        """)
+    s = load(tmp_path, text)
+    grid_runs = [sp for sp in s.specs if sp.options["hidden"] == 16 and sp.loss.temperature == 0.2]
+    assert len(grid_runs) == 2 * 2 * 2 * 2  # datasets x beta x tau+ x seeds, as without extras
+    first = [sp for sp in s.specs if sp.options["hidden"] == 32]
+    # one run per data set and seed; the loss grid does not apply, the seeds do
+    assert len(first) == 2 * 2 and {sp.seed for sp in first} == {0, 1}
+    assert {sp.train.epochs for sp in first} == {0}
+    assert {(sp.loss.beta, sp.loss.tau_plus) for sp in first} == {(0.0, 0.0)}
+    second = [sp for sp in s.specs if sp.loss.temperature == 0.5]
+    assert len(second) == 2 * 2 * 2  # datasets x its own beta grid x seeds
+    assert {sp.loss.beta for sp in second} == {0.0, 2.0} and {sp.train.epochs for sp in second} == {2}
+    assert len({sp.run_id for sp in s.specs}) == len(s.specs)
+
+
+def test_extra_inherits_fixed_settings_except_what_it_sweeps(tmp_path):
+    text = BASE.replace("[grid]\nbeta = [0.0, 1.0]\n", "[grid]\n") + textwrap.dedent("""
+        [toy.loss]
+        beta = 1.0
+        [[toy.extra]]
+        grid = {beta = [0.0, 3.0]}
+        [[toy.extra]]
+        options = {hidden = 8}
+        """)
+    s = load(tmp_path, text)
+    assert {sp.loss.beta for sp in s.specs if sp.options["hidden"] == 8} == {1.0}   # inherited
+    swept = {sp.loss.beta for sp in s.specs if sp.options["hidden"] == 16}
+    assert swept == {0.0, 1.0, 3.0}
+
+
+@pytest.mark.parametrize("snippet, needle", [
+    ('[[toy.extra]]\nbogus = 1\n', "toy.extra[0].bogus"),
+    ('[[toy.extra]]\noptions = {hidden = 1}\n', "hidden"),
+    ('[[toy.extra]]\ntrain = {epochz = 1}\n', "toy.extra[0].train.epochz"),
+    ('[toy]\nextra = 3\n', "toy.extra"),
+])
+def test_bad_extra_is_named(tmp_path, snippet, needle):
+    base = BASE if not snippet.startswith("[toy]") else BASE.replace('[toy]\ndatasets = ["blobs4", "blobs8"]\n', "")
+    text = base + snippet if not snippet.startswith("[toy]") else base + snippet + 'datasets = ["blobs4"]\n'
+    assert needle in error_of(tmp_path, text)
+
+
 def test_overrides(tmp_path):
     s = load(tmp_path, BASE, overrides=["toy.train.epochs=5"])
     assert {sp.train.epochs for sp in s.specs} == {5}
