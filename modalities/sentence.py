@@ -295,6 +295,14 @@ class SentenceAdapter(ModalityAdapter):
     def datasets(self) -> list[str]:
         return ["books"]
 
+    def method_name(self, spec) -> str:
+        """Untrained runs are named by what they are: 'random-bow' (the floor of random word
+        vectors), 'pretrained' (MiniLM as shipped) or 'random-init' (untrained GRUs)."""
+        if spec.train.epochs == 0:
+            enc = spec.options.get("encoder", "qt-gru")
+            return {"random-bow": "random-bow", "minilm": "pretrained"}.get(enc, "random-init")
+        return spec.method
+
     def check_data(self, data_root: Path) -> list[DataStatus]:
         books = Path(data_root) / "books"
         try:

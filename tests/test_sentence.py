@@ -68,6 +68,19 @@ def make_run(root: Path, options: dict, *, epochs: int = 1, batch_size: int = 8,
 
 
 # ---- pieces ----------------------------------------------------------------------------
+def test_untrained_runs_are_named_by_what_they_are():
+    ad = SentenceAdapter()
+
+    def name(encoder, epochs, beta=0.0):
+        return ad.method_name(RunSpec("sentence", "books", 0, LossSpec(beta=beta), TrainSpec(epochs=epochs),
+                                      {"encoder": encoder}))
+    assert name("random-bow", 0) == "random-bow"
+    assert name("minilm", 0) == "pretrained"
+    assert name("qt-gru", 0) == "random-init"
+    assert name("minilm", 1, beta=1.0) == "hard-infonce"
+    assert name("qt-bigru", 2) == "infonce"
+
+
 def test_tokenize():
     assert tokenize("He said, \"Don't!\"") == ["he", "said", ",", '"', "don", "'", "t", "!", '"']
 
@@ -228,6 +241,7 @@ def test_execute_end_to_end(encoder, epochs):
     assert all(m["value"] is not None and math.isfinite(m["value"]) for m in rec["metrics"])
     assert rec["counters"]["train_sentences"] == 41 * math.ceil(2500 / 41)
     assert "books" in rec["data_checksums"]
+    assert rec["method"] == {"random-bow": "random-bow"}.get(encoder, "hard-infonce")
     if epochs:
         assert rec["curves"][0]["steps"] == 4 and math.isfinite(rec["curves"][0]["loss"])
 
