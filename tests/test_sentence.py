@@ -68,6 +68,24 @@ def make_run(root: Path, options: dict, *, epochs: int = 1, batch_size: int = 8,
 
 
 # ---- pieces ----------------------------------------------------------------------------
+@pytest.mark.parametrize("bidirectional", [False, True])
+@pytest.mark.parametrize("pooling", ["last", "mean"])
+def test_sentence_vector_ignores_padding(bidirectional, pooling):
+    """A sentence's vector is the same alone and padded in a batch with a longer one;
+    'mean' is the mean of the GRU states over its own tokens only."""
+    torch.manual_seed(0)
+    m = QuickThought(30, 6, 5, bidirectional, pooling)
+    short = torch.tensor([[4, 7, 9]])
+    batch = torch.tensor([[4, 7, 9, 0, 0], [3, 5, 8, 2, 6]])
+    alone_f, _ = m(short, torch.tensor([3]))
+    both_f, _ = m(batch, torch.tensor([3, 5]))
+    assert torch.allclose(alone_f[0], both_f[0], atol=1e-6)
+    assert alone_f.shape[1] == 5 * (2 if bidirectional else 1)
+    if pooling == "mean":
+        states, _ = m.f.gru(m.f.emb(short))
+        assert torch.allclose(alone_f[0], states[0].mean(0), atol=1e-6)
+
+
 def test_untrained_runs_are_named_by_what_they_are():
     ad = SentenceAdapter()
 
@@ -228,7 +246,7 @@ def test_truncation_is_counted_and_batches_score(tmp_path):
 
 # ---- end to end through the shared trainer ---------------------------------------------------
 @needs_data
-@pytest.mark.parametrize("encoder,epochs", [("qt-gru", 1), ("qt-bigru", 1), ("random-bow", 0)])
+@pytest.mark.parametrize("encoder,epochs", [("qt-gru", 1), ("qt-bigru-mean", 1), ("random-bow", 0)])
 def test_execute_end_to_end(encoder, epochs):
     from hardneg.train import execute
     opts = {"encoder": encoder, "max_sentences": 2500, "hidden": 16, "emb_dim": 8, "vocab_size": 3000,
