@@ -202,6 +202,29 @@ def _summary_rows(t) -> list[list[str]]:
             for _, r in t.iterrows()]
 
 
+def _wide_table(t, metric_order: Sequence[str]) -> tuple[list[str], list[list[str]]]:
+    """One row per (data set, setting, method, beta, tau+), one column per metric: the summary
+    of a modality at a glance (cells: mean, or mean ± std over n >= 2 seeds)."""
+    metrics = [m for m in metric_order if m in set(t["metric"])]
+    metrics += sorted(set(t["metric"]) - set(metrics))
+    keys = ["dataset", "setting", "trained", "method", "beta", "tau_plus"]
+    rows: dict[tuple, dict[str, Any]] = {}
+    for _, r in t.iterrows():
+        k = tuple("" if (isinstance(r[c], float) and math.isnan(r[c])) else r[c] for c in keys)
+        row = rows.setdefault(k, {"n": set()})
+        row[r.metric] = f"{_num(r['mean'])} ± {_num(r['std'])}" if r.n >= 2 else _num(r["mean"])
+        row["n"].add(int(r.n))
+    show_setting = any(k[1] for k in rows)
+    header = ["dataset"] + (["setting"] if show_setting else []) + ["method", "β", "τ+", "n"] + metrics
+    out = []
+    for k, row in rows.items():
+        ds, setting, trained, method, beta, tau = k
+        out.append([ds] + ([setting] if show_setting else []) +
+                   [method, _g(beta) if trained else "", _g(tau) if trained else "",
+                    "/".join(str(n) for n in sorted(row["n"]))] + [row.get(m, "") for m in metrics])
+    return header, out
+
+
 SUMMARY_HEADER = ["modality", "dataset", "metric", "split", "setting", "method", "β", "τ+", "mean ± std", "n"]
 GAINS_HEADER = ["modality", "dataset", "metric", "split", "setting", "method", "β", "τ+", "variant", "baseline",
                 "gain ± std", "pairs", "p"]
@@ -433,8 +456,10 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
     L.append("Statistics: mean ± sample standard deviation (ddof = 1) over seeds, n = seeds with a finite "
              "value. Gains: variant minus the trained β = 0, τ+ = 0 baseline of the same modality, data set, "
              "metric and other settings, paired over the seeds both have; p is the two-sided paired t-test "
-             "(scipy.stats.ttest_rel, n ≥ 2, not corrected for multiple comparisons). `random-init` rows are the "
-             "untrained encoder under the same evaluation (epochs = 0), the floor any pretraining must beat.")
+             "(scipy.stats.ttest_rel, n ≥ 2, not corrected for multiple comparisons). Rows without β and τ+ (`random-init`, and what an adapter names "
+             "its other untrained runs, such as `random-bow` or `pretrained`) are evaluated without training "
+             "(epochs = 0) under the same protocol: the floors any pretraining must beat, or a pretrained model "
+             "as shipped.")
     L.append("")
     summ = tables["summary"]
     gains = tables["gains"]
@@ -465,6 +490,14 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
         rows += [[f"options.{k}", v] for k, v in _fixed_settings(recs, "options")]
         L.append(_md_table(["setting", "value(s)"], rows))
         s = summ[summ["modality"] == mod]
+        if len(s) and s["metric"].nunique() > 2:
+            order = list(dict.fromkeys(m.get("metric") for r in recs for m in (r.get("metrics") or [])))
+            header, rows = _wide_table(s, order)
+            L.append("### At a glance (mean, ± std over n seeds where n ≥ 2; one column per metric)")
+            L.append("")
+            n_at = header.index("n")
+            L.append(_md_table(header, rows, ["l"] * n_at + ["r"] * (len(header) - n_at)))
+            L.append("")
         if len(s):
             L.append("### Results (mean ± std over seeds)")
             L.append("")

@@ -132,3 +132,23 @@ def test_constant_paired_difference_has_no_p_value(tmp_path):
     g = report.gains_table(report._prepare(results.load(folder))).iloc[0]
     assert g["pairs"] == 2 and math.isclose(g["gain"], 0.53, rel_tol=1e-9)
     assert math.isnan(g["p_value"])
+
+
+def test_wide_table_has_one_row_per_method_and_a_column_per_metric(tmp_path):
+    folder = tmp_path / "res"
+    for i, (beta, tau, epochs) in enumerate(((0.0, 0.0, 3), (1.0, 0.1, 3), (0.0, 0.0, 0))):
+        for seed in range(2):
+            r = rec(f"{i:06x}{seed:06x}", beta, tau, seed, 80.0 + i + seed, epochs=epochs)
+            # three metrics per run, in the adapter's order (not alphabetical)
+            r["metrics"] = [dict(r["metrics"][0], metric=m, value=v + i + seed)
+                            for m, v in (("zeta", 1.0), ("alpha", 2.0), ("mid", 3.0))]
+            results.write_record(folder, r)
+    page = report.write_report(folder, tmp_path / "rep").read_text()
+    block = page.split("### At a glance")[1].split("###")[0]
+    lines = [ln for ln in block.splitlines() if ln.startswith("|")]
+    assert lines[0] == "| dataset | method | β | τ+ | n | zeta | alpha | mid |"
+    body = lines[2:]
+    assert len(body) == 3 and body[0].startswith("| MUTAG | random-init |  |  | 2 |")
+    # mean ± sample std over the two seeds: values i + seed + 1 for zeta, i = 1 is the hard run
+    hard = [ln for ln in body if "hard-jsd" in ln][0]
+    assert "| 1 | 0.1 | 2 | 2.50 ± 0.71 |" in hard
