@@ -31,15 +31,12 @@ import math
 from dataclasses import dataclass, field
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, ClassVar, Iterable, Mapping, Sequence
+from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 
 import torch
 from torch import nn
 
 from .errors import ConfigError, HardnegError
-
-if TYPE_CHECKING:
-    from .spec import RunSpec
 from .spec import RunSpec
 
 ENTRY_POINT_GROUP = "hardneg.modalities"
@@ -225,7 +222,7 @@ class ModalityAdapter(abc.ABC):
         """Parameters the optimizer trains (default: all)."""
         return model.parameters()
 
-    def method_name(self, spec: "RunSpec") -> str:
+    def method_name(self, spec: RunSpec) -> str:
         """The method label of a run in records and reports (default :attr:`RunSpec.method`,
         'random-init' for ``epochs = 0``). Adapters whose untrained runs are something else
         (a pretrained model, a frozen bag of random vectors) say so here."""

@@ -443,8 +443,6 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
         specs.extend(trained)
 
     extras = table.get("extra", [])
-    if path != mod and extras:
-        raise where.err(f"{path}.extra", "an extra configuration cannot hold extra configurations of its own")
     if not isinstance(extras, list) or not all(isinstance(e, dict) for e in extras):
         raise where.err(f"{path}.extra", f"{extras!r} is not an array of tables; allowed: [[{mod}.extra]] "
                         "tables with train, loss, options, grid or random_init")

@@ -195,10 +195,15 @@ def gains_table(df):
 
 # ---- writing tables ---------------------------------------------------------------------------
 
+def _mean_cell(r) -> str:
+    """A summary row's value: mean, or mean ± std over n >= 2 seeds."""
+    return f"{_num(r['mean'])} ± {_num(r['std'])}" if r.n >= 2 else _num(r["mean"])
+
+
 def _summary_rows(t) -> list[list[str]]:
     return [[r.modality, r.dataset, r.metric, r.split, r.setting, r.method,
              "" if not r.trained else _g(r.beta), "" if not r.trained else _g(r.tau_plus),
-             f"{_num(r['mean'])} ± {_num(r['std'])}" if r.n >= 2 else _num(r["mean"]), str(r.n)]
+             _mean_cell(r), str(r.n)]
             for _, r in t.iterrows()]
 
 
@@ -212,7 +217,7 @@ def _wide_table(t, metric_order: Sequence[str]) -> tuple[list[str], list[list[st
     for _, r in t.iterrows():
         k = tuple("" if (isinstance(r[c], float) and math.isnan(r[c])) else r[c] for c in keys)
         row = rows.setdefault(k, {"n": set()})
-        row[r.metric] = f"{_num(r['mean'])} ± {_num(r['std'])}" if r.n >= 2 else _num(r["mean"])
+        row[r.metric] = _mean_cell(r)
         row["n"].add(int(r.n))
     show_setting = any(k[1] for k in rows)
     header = ["dataset"] + (["setting"] if show_setting else []) + ["method", "β", "τ+", "n"] + metrics
@@ -456,8 +461,8 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
     L.append("Statistics: mean ± sample standard deviation (ddof = 1) over seeds, n = seeds with a finite "
              "value. Gains: variant minus the trained β = 0, τ+ = 0 baseline of the same modality, data set, "
              "metric and other settings, paired over the seeds both have; p is the two-sided paired t-test "
-             "(scipy.stats.ttest_rel, n ≥ 2, not corrected for multiple comparisons). Rows without β and τ+ (`random-init`, and what an adapter names "
-             "its other untrained runs, such as `random-bow` or `pretrained`) are evaluated without training "
+             "(scipy.stats.ttest_rel, n ≥ 2, not corrected for multiple comparisons). Rows without β and τ+ "
+             "(`random-init`, and what an adapter names its other untrained runs, such as `random-bow` or `pretrained`) are evaluated without training "
              "(epochs = 0) under the same protocol: the floors any pretraining must beat, or a pretrained model "
              "as shipped.")
     L.append("")

@@ -188,10 +188,7 @@ def complete_record(rec: Mapping[str, Any], spec: RunSpec, *, started_at: str, f
     out.setdefault("spec", spec.to_dict())
     out["spec"] = {**out["spec"], "suite": spec.suite}
     if "method" not in out:
-        try:
-            out["method"] = adapters.get(spec.modality).method_name(spec)
-        except HardnegError:
-            out["method"] = spec.method
+        out["method"] = method_name(spec)
     out.setdefault("status", "ok")
     out.setdefault("metrics", [])
     out.setdefault("curves", {})
@@ -228,14 +225,18 @@ def _default_execute() -> ExecuteFn:
     return train.execute
 
 
+def method_name(spec: RunSpec) -> str:
+    """The adapter's name for the run's method (RunSpec.method if the adapter cannot load)."""
+    try:
+        return adapters.get(spec.modality).method_name(spec)
+    except HardnegError:
+        return spec.method
+
+
 def run_label(spec: RunSpec) -> str:
     """Short human label: modality/dataset method b=.. t+=.. seed."""
     if spec.train.epochs == 0:
-        try:
-            name = adapters.get(spec.modality).method_name(spec)
-        except HardnegError:
-            name = spec.method
-        return f"{spec.modality}/{spec.dataset} {name} s{spec.seed}"
+        return f"{spec.modality}/{spec.dataset} {method_name(spec)} s{spec.seed}"
     return (f"{spec.modality}/{spec.dataset} {spec.method} b={spec.loss.beta:g} "
             f"t+={spec.loss.tau_plus:g} s{spec.seed}")
 

@@ -225,12 +225,13 @@ def test_extra_inherits_fixed_settings_except_what_it_sweeps(tmp_path):
     ('[[toy.extra]]\nbogus = 1\n', "toy.extra[0].bogus"),
     ('[[toy.extra]]\noptions = {hidden = 1}\n', "hidden"),
     ('[[toy.extra]]\ntrain = {epochz = 1}\n', "toy.extra[0].train.epochz"),
-    ('[toy]\nextra = 3\n', "toy.extra"),
 ])
 def test_bad_extra_is_named(tmp_path, snippet, needle):
-    base = BASE if not snippet.startswith("[toy]") else BASE.replace('[toy]\ndatasets = ["blobs4", "blobs8"]\n', "")
-    text = base + snippet if not snippet.startswith("[toy]") else base + snippet + 'datasets = ["blobs4"]\n'
-    assert needle in error_of(tmp_path, text)
+    assert needle in error_of(tmp_path, BASE + snippet)
+
+
+def test_extra_that_is_not_an_array_of_tables(tmp_path):
+    assert "toy.extra" in error_of(tmp_path, BASE.replace("[toy]\n", "[toy]\nextra = 3\n"))
 
 
 def test_overrides(tmp_path):
