@@ -370,7 +370,8 @@ class SentenceAdapter(ModalityAdapter):
         run.extra["texts"] = texts
         run.count("train_sentences", len(texts))
         if o["encoder"] == "minilm":
-            self._prepare_minilm(run, texts)
+            if run.spec.train.epochs > 0:  # counts training truncations; nothing to count untrained
+                self._prepare_minilm(run, texts)
         else:
             self._prepare_vocab(run, texts, fp)
 
