@@ -68,7 +68,7 @@ from torch import nn
 from torch.nn.utils.rnn import pack_padded_sequence, pad_packed_sequence
 
 from hardneg.adapters import DataStatus, Metric, ModalityAdapter, Option, RunContext, ScoreBatch
-from hardneg.data import fingerprint_files
+from hardneg.data import fingerprint_files, temp_sibling
 from hardneg.errors import ConfigError, DataError, HardnegError
 from hardneg.evaluation import senteval
 
@@ -394,10 +394,13 @@ class SentenceAdapter(ModalityAdapter):
             before = run.counters.get("train_truncated", 0)
             ids, lens = self._ids(toks, vocab, o["max_len"], run, "train_truncated")
             path.parent.mkdir(parents=True, exist_ok=True)
-            tmp = path.with_name(path.name + ".tmp.npz")
-            np.savez(tmp, words=np.asarray(words, dtype=str), ids=ids, lens=lens,
-                     truncated=np.asarray(run.counters["train_truncated"] - before))
-            os.replace(tmp, path)
+            tmp = temp_sibling(path, ".tmp.npz")
+            try:
+                np.savez(tmp, words=np.asarray(words, dtype=str), ids=ids, lens=lens,
+                         truncated=np.asarray(run.counters["train_truncated"] - before))
+                os.replace(tmp, path)
+            finally:
+                tmp.unlink(missing_ok=True)
         run.extra["vocab"] = vocab
         run.extra["ids"], run.extra["lens"] = ids, lens
 

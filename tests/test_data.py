@@ -100,3 +100,28 @@ def test_fingerprint_is_content_based(monkeypatch, tmp_path):
     assert f1 == fingerprint_files([b, a], root=tmp_path)
     b.write_text("three")
     assert fingerprint_files([a, b], root=tmp_path) != f1
+
+
+def test_fingerprint_index_survives_a_concurrent_writer(monkeypatch, tmp_path):
+    """Two runners hashing new files at once: the second writes and renames its index
+    while the first is between its write and its rename (the race of a --jobs 2 suite)."""
+    import hardneg.data as hdata
+    monkeypatch.setenv("HARDNEG_CACHE", str(tmp_path / "cache"))
+    a, b = tmp_path / "a.txt", tmp_path / "b.txt"
+    a.write_text("one")
+    b.write_text("two")
+    real_replace = os.replace
+    state = {"nested": False}
+
+    def replace_after_another_writer(src, dst):
+        if not state["nested"]:
+            state["nested"] = True
+            fingerprint_files([b], root=tmp_path)      # the other process, start to finish
+        real_replace(src, dst)
+
+    monkeypatch.setattr(hdata.os, "replace", replace_after_another_writer)
+    digest = fingerprint_files([a], root=tmp_path)
+    monkeypatch.setattr(hdata.os, "replace", real_replace)
+    assert digest == fingerprint_files([a], root=tmp_path)
+    index_dir = cache_dir("fingerprints")
+    assert sorted(p.name for p in index_dir.iterdir()) == ["index.json"]   # no temporary left behind

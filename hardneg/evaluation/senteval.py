@@ -47,6 +47,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
+from ..data import temp_sibling
 from ..errors import DataError, HardnegError
 
 TASKS: tuple[str, ...] = ("MR", "CR", "SUBJ", "MPQA", "TREC", "MRPC", "SST2", "STSB")
@@ -318,9 +319,12 @@ def _encode_all(encode: Callable[[list[str]], np.ndarray], sentences: list[str],
     if cache_file is not None:
         cache_file = Path(cache_file)
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache_file.with_name(cache_file.name + ".tmp.npz")
-        np.savez(tmp, key=np.asarray(key), emb=emb)
-        os.replace(tmp, cache_file)
+        tmp = temp_sibling(cache_file, ".tmp.npz")
+        try:
+            np.savez(tmp, key=np.asarray(key), emb=emb)
+            os.replace(tmp, cache_file)
+        finally:
+            tmp.unlink(missing_ok=True)
     return dict(zip(uniq, emb))
 
 

@@ -224,9 +224,12 @@ def _read_items(split_dir: Path, classes: list[str], items: Sequence[tuple[Path,
     log(f"image: decoding {len(items)} images of {split_dir} once into {cache_file.parent} ...")
     images, labels = _decode_folder(items)
     fingerprint = hdata.fingerprint_files([p for p, _ in items], root=split_dir)
-    tmp = cache_file.with_suffix(f".tmp{os.getpid()}")
-    torch.save({"images": images, "labels": labels, "classes": classes, "fingerprint": fingerprint}, tmp)
-    os.replace(tmp, cache_file)
+    tmp = hdata.temp_sibling(cache_file)
+    try:
+        torch.save({"images": images, "labels": labels, "classes": classes, "fingerprint": fingerprint}, tmp)
+        os.replace(tmp, cache_file)
+    finally:
+        tmp.unlink(missing_ok=True)
     return ImageSet(images, labels), fingerprint
 
 
