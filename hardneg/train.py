@@ -80,10 +80,30 @@ def library_versions() -> dict[str, str | None]:
     return out
 
 
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as fh:
+            for line in fh:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def device_description(device: torch.device) -> str:
+    """The device as a record states it. On CPU this names the processor and the vector
+    instruction set torch dispatches to: runs are bit-reproducible on the same kind of
+    processor, while another one (AVX2 vs AVX-512, Intel vs AMD math libraries) rounds
+    differently, and over hundreds of epochs that grows into differences of the size of
+    a seed's."""
     if device.type == "cuda":
         return f"cuda:{torch.cuda.get_device_name(device)}"
-    return f"cpu:{platform.processor() or platform.machine()} x{torch.get_num_threads()} threads"
+    try:
+        isa = torch.backends.cpu.get_cpu_capability()
+    except Exception:      # very old torch
+        isa = "?"
+    return f"cpu:{platform.machine()} {_cpu_model()} ({isa}) x{torch.get_num_threads()} threads"
 
 
 def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
