@@ -106,6 +106,7 @@ class Metric:
     name: e.g. 'linear_top1', 'svc_acc', 'MR_acc'. split: 'test', 'cv', 'val'.
     protocol: a short human statement ('RBF SVC, outer stratified 10-fold, inner 5-fold grid C').
     selection: 'last-epoch' unless stated (a best-epoch number says 'selected-on-test').
+    higher_is_better: which way ``train.eval_every`` picks the best epoch (not recorded).
     """
 
     name: str
@@ -114,6 +115,7 @@ class Metric:
     protocol: str = ""
     selection: str = "last-epoch"
     std: float | None = None  # spread within this run (e.g. across CV folds), if any
+    higher_is_better: bool = True
 
     def to_dict(self) -> dict[str, Any]:
         v = float(self.value)

@@ -237,7 +237,9 @@ def load_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 LOSS_COLUMNS = ("objective", "beta", "tau_plus", "temperature", "floor", "hardness", "multi_positive",
                 "jsd_convention")
 TRAIN_COLUMNS = ("epochs", "batch_size", "lr", "weight_decay", "optimizer", "grad_clip",
-                 "max_steps_per_epoch", "amp")
+                 "max_steps_per_epoch", "amp", "eval_every")
+#: values of settings that records written before the setting existed ran with
+_TRAIN_DEFAULTS_OF_OLD_RECORDS = {"eval_every": 0}
 BASE_COLUMNS = ("suite", "run_id", "modality", "dataset", "method", "beta", "tau_plus", "temperature",
                 "seed", "metric", "value", "status", "std", "split", "protocol", "selection")
 
@@ -260,7 +262,7 @@ def record_rows(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     for k in LOSS_COLUMNS:
         base[k] = loss.get(k)
     for k in TRAIN_COLUMNS:
-        base[k] = train.get(k)
+        base[k] = train.get(k, _TRAIN_DEFAULTS_OF_OLD_RECORDS.get(k))
     for k, v in sorted(opts.items()):
         base[f"opt.{k}"] = json.dumps(v, sort_keys=True) if isinstance(v, (list, dict)) else v
     base["device"] = rec.get("device")

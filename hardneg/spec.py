@@ -19,6 +19,10 @@ OBJECTIVES = ("infonce", "jsd")
 HARDNESS = ("logit", "cosine")
 MULTI_POSITIVE = ("softmax", "mean")
 JSD_CONVENTIONS = ("derived", "authors")
+_NOT_IN_RUN_ID = ("device", "threads", "flush_denormal")
+#: fields added after records existed: they enter the run id only when set away from this
+#: default, so the ids of earlier records stay what they were
+_ADDED_LATER = {"eval_every": 0}
 
 
 @dataclass(frozen=True)
@@ -66,6 +70,8 @@ class TrainSpec:
     threads: int = 0                # torch CPU threads; 0 = leave torch's default
     diagnostics_every: int = 1      # compute loss diagnostics on the first batch of every k-th epoch; 0 = off
     max_steps_per_epoch: int = 0    # cap on steps per epoch (0 = the whole data set); for smoke runs
+    flush_denormal: bool = True     # CPU training flushes values below 1.2e-38 to zero (see hardneg.train)
+    eval_every: int = 0             # also evaluate every k epochs: curves plus a labelled best-epoch metric; 0 = off
 
     def validate(self) -> "TrainSpec":
         if not isinstance(self.epochs, int) or self.epochs < 0:
@@ -77,6 +83,9 @@ class TrainSpec:
         check_range("train.grad_clip", self.grad_clip, low=0.0)
         if self.optimizer not in ("adam", "adamw"):
             raise ConfigError(f"train.optimizer={self.optimizer!r} is not known; allowed: adam, adamw")
+        if not isinstance(self.eval_every, int) or self.eval_every < 0:
+            raise ConfigError(f"train.eval_every={self.eval_every!r} is invalid; allowed: an integer >= 0 "
+                              "(0 = evaluate only after the last epoch)")
         if self.amp not in ("auto", "off", "bf16"):
             raise ConfigError(f"train.amp={self.amp!r} is not known; allowed: auto, off, bf16")
         return self
@@ -115,12 +124,14 @@ class RunSpec:
     def run_id(self) -> str:
         """12 hex digits of SHA-256 over the resolved settings (suite name excluded).
 
-        Settings that cannot change results (device, threads) are excluded too, so a
-        suite resumed on another machine recognises its finished runs.
+        Settings that change results only at float rounding (device, threads,
+        flush_denormal) are excluded too, so a suite resumed on another machine
+        recognises its finished runs.
         """
         d = self.to_dict()
         d.pop("suite")
-        d["train"] = {k: v for k, v in d["train"].items() if k not in ("device", "threads")}
+        d["train"] = {k: v for k, v in d["train"].items()
+                      if k not in _NOT_IN_RUN_ID and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)
         return hashlib.sha256(blob.encode()).hexdigest()[:12]
 

@@ -91,3 +91,75 @@ def test_run_id_is_stable_and_ignores_device():
 def test_toy_adapter_conforms(tmp_path):
     report = check_adapter("toy", dataset="blobs4", data_root=tmp_path, batch_size=16)
     assert report["metrics"] == ["ncm_acc"]
+
+
+def _denormal_survives() -> bool:
+    return (torch.tensor([1e-30]) * torch.tensor([1e-10])).item() != 0.0      # 1e-40 is a float32 denormal
+
+
+def test_cpu_training_flushes_denormals_and_restores_afterwards(tmp_path, monkeypatch):
+    seen: list[bool] = []
+    adapter_cls = type(__import__("hardneg.adapters", fromlist=["get"]).get("toy"))
+    original = adapter_cls.train_batches
+
+    def spying(self, run, epoch):
+        seen.append(_denormal_survives())
+        yield from original(self, run, epoch)
+
+    monkeypatch.setattr(adapter_cls, "train_batches", spying)
+    assert _denormal_survives()
+    on = execute(_spec(train=dict(epochs=2)), data_root=tmp_path, log=lambda m: None)
+    assert seen == [False, False] and _denormal_survives()      # flushed while training only
+    seen.clear()
+    off = execute(_spec(train=dict(epochs=2, flush_denormal=False)), data_root=tmp_path, log=lambda m: None)
+    assert seen == [True, True]
+    assert on["run_id"] == off["run_id"]                        # a rounding-level setting, like threads
+    assert on["spec"]["train"]["flush_denormal"] is True and off["spec"]["train"]["flush_denormal"] is False
+
+
+def test_settings_added_later_keep_the_ids_of_existing_records():
+    # the spec of results/paper-graph/c94341554d85.json, written before flush_denormal and eval_every existed
+    old = {"dataset": "MUTAG", "modality": "graph", "seed": 0, "suite": "paper-graph",
+           "loss": {"beta": 0.0, "floor": True, "hardness": "logit", "jsd_convention": "derived",
+                    "multi_positive": "softmax", "objective": "jsd", "tau_plus": 0.0, "temperature": 1.0},
+           "options": {"hidden": 32, "layers": 3, "masks": "vectorized", "node_features": "auto", "shuffle": "once",
+                       "svc_inner_folds": 5, "svc_outer_folds": 10},
+           "train": {"amp": "auto", "batch_size": 128, "device": "auto", "diagnostics_every": 1, "epochs": 200,
+                     "grad_clip": 0.0, "lr": 0.001, "max_steps_per_epoch": 0, "optimizer": "adam", "threads": 1,
+                     "weight_decay": 0.0}}
+    spec = RunSpec.from_dict(old)
+    assert spec.run_id == "c94341554d85"
+    assert RunSpec.from_dict({**old, "train": {**old["train"], "eval_every": 10}}).run_id != spec.run_id
+
+
+def test_eval_every_records_curves_and_a_labelled_best_epoch_without_changing_training(tmp_path, monkeypatch):
+    import numpy as np
+    from hardneg import adapters
+    cls = type(adapters.get("toy"))
+    original = cls.evaluate
+
+    def evaluate_like_a_probe(self, model, run):        # a probe that draws randomness and counts things
+        torch.rand(3), np.random.rand(), torch.rand(2, generator=run.generator)
+        run.count("probe_calls")
+        run.details["probe"] = {"calls": run.counters["probe_calls"]}
+        return original(self, model, run)
+
+    monkeypatch.setattr(cls, "evaluate", evaluate_like_a_probe)
+    plain = execute(_spec(train=dict(epochs=6)), data_root=tmp_path, log=lambda m: None)
+    rec = execute(_spec(train=dict(epochs=6, eval_every=2)), data_root=tmp_path, log=lambda m: None)
+    assert rec["run_id"] != plain["run_id"]
+    # the same weights: every loss and the last-epoch metric are the same numbers
+    assert [c["loss"] for c in rec["curves"]] == [c["loss"] for c in plain["curves"]]
+    assert rec["counters"] == plain["counters"] and rec["details"] == plain["details"]
+    last = {m["metric"]: m for m in rec["metrics"]}
+    assert last["ncm_acc"] == {m["metric"]: m for m in plain["metrics"]}["ncm_acc"]
+    evaluated = {c["epoch"] + 1: c["eval_ncm_acc"] for c in rec["curves"] if "eval_ncm_acc" in c}
+    assert sorted(evaluated) == [2, 4]                       # the last epoch is the final evaluation
+    evaluated[6] = last["ncm_acc"]["value"]
+    best = last["ncm_acc_best"]
+    assert best["selection"] == "selected-on-test" and best["split"] == last["ncm_acc"]["split"]
+    assert best["value"] == max(evaluated.values())
+    first_best = min(e for e, v in evaluated.items() if v == best["value"])
+    assert f"reached at epoch {first_best}," in best["protocol"]
+    with pytest.raises(ConfigError, match="train.eval_every=-1"):
+        execute(_spec(train=dict(eval_every=-1)), data_root=tmp_path)
