@@ -144,9 +144,20 @@ def test_eval_every_records_curves_and_a_labelled_best_epoch_without_changing_tr
         run.details["probe"] = {"calls": run.counters["probe_calls"]}
         return original(self, model, run)
 
+    draws: list[tuple[float, float]] = []
+    batches = cls.train_batches
+
+    def batches_seeing_the_global_rngs(self, run, epoch):
+        draws.append((torch.rand(1).item(), float(np.random.rand())))
+        yield from batches(self, run, epoch)
+
     monkeypatch.setattr(cls, "evaluate", evaluate_like_a_probe)
+    monkeypatch.setattr(cls, "train_batches", batches_seeing_the_global_rngs)
     plain = execute(_spec(train=dict(epochs=6)), data_root=tmp_path, log=lambda m: None)
+    plain_draws = list(draws)
+    draws.clear()
     rec = execute(_spec(train=dict(epochs=6, eval_every=2)), data_root=tmp_path, log=lambda m: None)
+    assert draws == plain_draws
     assert rec["run_id"] != plain["run_id"]
     # the same weights: every loss and the last-epoch metric are the same numbers
     assert [c["loss"] for c in rec["curves"]] == [c["loss"] for c in plain["curves"]]
