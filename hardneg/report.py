@@ -312,6 +312,11 @@ def _curves(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
     return [e for e in c if isinstance(e, Mapping)]
 
 
+def _is_eval_curve(key: str) -> bool:
+    """Downstream metrics evaluated during training (train.eval_every), not their std or timing."""
+    return key.startswith("eval_") and not key.endswith("_std") and key != "eval_seconds"
+
+
 def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[dict[str, str]]:
     """All figures; returns [{kind, modality, dataset, setting, file}] in a fixed order."""
     matplotlib, plt = _plt()
@@ -381,10 +386,11 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[
                 for e in _curves(r):
                     ep = int(e.get("epoch", 0))
                     for k, v in e.items():
-                        if k == "loss" or k.startswith("diag_"):
+                        if k == "loss" or k.startswith("diag_") or _is_eval_curve(k):
                             if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
                                 series.setdefault(key, {}).setdefault(k, {}).setdefault(ep, []).append(float(v))
-            for kind, wanted in (("curves", lambda k: k == "loss"), ("diagnostics", lambda k: k.startswith("diag_"))):
+            for kind, wanted in (("curves", lambda k: k == "loss"), ("diagnostics", lambda k: k.startswith("diag_")),
+                                 ("evaluation", _is_eval_curve)):
                 keys = sorted({k for s in series.values() for k in s if wanted(k)})
                 if not keys:
                     continue
@@ -399,7 +405,8 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[
                         ax.plot([e + 1 for e in eps], [sum(pts[e]) / len(pts[e]) for e in eps], marker=".",
                                 label=f"β={_g(beta)}, τ+={_g(tau)}")
                     ax.set_xlabel("epoch")
-                    ax.set_ylabel("training loss" if k == "loss" else k.removeprefix("diag_"))
+                    ax.set_ylabel("training loss" if k == "loss" else
+                                  k.removeprefix("diag_").removeprefix("eval_"))
                     ax.legend(fontsize=6)
                 name = f"{kind}_{tag}.png"
                 _finish(fig, axes, len(keys), title + "  (mean over seeds)", fdir / name)
@@ -519,7 +526,8 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
             for f in figs:
                 what = {"beta": "metric vs β, one line per τ+ (error bars: std over seeds)",
                         "heatmap": "β × τ+ heatmap of the mean metric", "curves": "training loss per epoch",
-                        "diagnostics": "loss-core diagnostics per epoch (first batch of the epoch)"}[f["kind"]]
+                        "diagnostics": "loss-core diagnostics per epoch (first batch of the epoch)",
+                        "evaluation": "downstream metric evaluated during training (train.eval_every)"}[f["kind"]]
                 cap = f"{f['dataset']}: {what}" + (f" [{f['setting']}]" if f["setting"] else "")
                 L.append(f"![{cap}](figures/{f['file']})")
                 L.append("")

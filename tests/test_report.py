@@ -152,3 +152,26 @@ def test_wide_table_has_one_row_per_method_and_a_column_per_metric(tmp_path):
     # mean ± sample std over the two seeds: values i + seed + 1 for zeta, i = 1 is the hard run
     hard = [ln for ln in body if "hard-jsd" in ln][0]
     assert "| 1 | 0.1 | 2 | 2.50 ± 0.71 |" in hard
+
+
+def test_eval_every_runs_are_their_own_setting_with_evaluation_curves(tmp_path):
+    folder = tmp_path / "res"
+    for seed in range(2):
+        results.write_record(folder, rec(f"p{seed}", 0.0, 0.0, seed, 80.0 + seed))    # an older record: no eval_every
+        r = rec(f"e{seed}", 0.0, 0.0, seed, 80.0 + seed)
+        r["spec"]["train"]["eval_every"] = 1
+        r["curves"][0]["eval_svc_acc"] = 85.0 + seed
+        r["curves"][0]["eval_svc_acc_std"] = 3.0
+        r["metrics"].append({"metric": "svc_acc_best", "value": 85.0 + seed, "split": "cv", "std": 3.0,
+                             "protocol": "RBF SVC; best of 3 evaluations", "selection": "selected-on-test"})
+        results.write_record(folder, r)
+    df = report._prepare(results.load(folder))
+    summ = report.summary_table(df)
+    last = summ[summ["metric"] == "svc_acc"]
+    assert sorted(last["setting"]) == ["eval_every=0", "eval_every=1"] and list(last["n"]) == [2, 2]
+    assert list(summ[summ["metric"] == "svc_acc_best"]["setting"]) == ["eval_every=1"]
+    page = report.write_report(folder, tmp_path / "out")
+    figs = sorted(p.name for p in (tmp_path / "out" / "figures").iterdir() if p.name.startswith("evaluation_"))
+    assert len(figs) == 1                     # only the eval_every setting has evaluation curves
+    text = page.read_text()
+    assert "selected-on-test" in text and "downstream metric evaluated during training" in text
