@@ -286,15 +286,16 @@ def _evaluate_mid_training(adapter: ModalityAdapter, model: nn.Module, run: RunC
     return out
 
 
-def best_epoch_metrics(final: list[Metric], curves: list[dict[str, Any]], epochs: int, every: int) -> list[Metric]:
+def best_epoch_metrics(final: list[Metric], curves: list[dict[str, Any]], epochs: int, every: int
+                       ) -> tuple[list[Metric], dict[str, int]]:
     """``<name>_best`` for every final metric: the best over the evaluated epochs and the last one.
 
     The best epoch is chosen on the very split the number is reported on (for the graph
     probe, the outer test folds), so it is optimistic by construction; it is labelled
-    ``selection='selected-on-test'`` and its protocol names the epoch and the schedule. Ties
-    go to the earliest epoch.
+    ``selection='selected-on-test'`` and its protocol names the schedule. Ties go to the
+    earliest epoch. Returns the metrics and ``{name_best: epoch}`` (1-based).
     """
-    out = []
+    out, at = [], {}
     for m in final:
         points = [(int(e["epoch"]) + 1, e[f"eval_{m.name}"], e.get(f"eval_{m.name}_std")) for e in curves
                   if isinstance(e.get(f"eval_{m.name}"), (int, float))]
@@ -306,9 +307,10 @@ def best_epoch_metrics(final: list[Metric], curves: list[dict[str, Any]], epochs
         ep, value, std = max(finite, key=lambda p: (sign * p[1], -p[0]))
         out.append(Metric(f"{m.name}_best", value, split=m.split, std=std, selection="selected-on-test",
                           higher_is_better=m.higher_is_better,
-                          protocol=(f"{m.protocol}; best of {len(finite)} evaluations (every {every} epochs and "
-                                    f"the last), reached at epoch {ep}, chosen on the reported split itself")))
-    return out
+                          protocol=(f"{m.protocol}; the best of the evaluations every {every} epoch(s) and after "
+                                    "the last, chosen on the reported split itself")))
+        at[f"{m.name}_best"] = ep
+    return out, at
 
 
 def _now() -> str:
@@ -347,8 +349,9 @@ def execute(spec: RunSpec, *, data_root: str | os.PathLike | None = None, log: C
     model.eval()
     metrics = adapter.evaluate(model, run)
     if spec.train.eval_every and trained["curves"]:
-        metrics = list(metrics) + best_epoch_metrics(list(metrics), trained["curves"], spec.train.epochs,
-                                                     spec.train.eval_every)
+        best, at = best_epoch_metrics(list(metrics), trained["curves"], spec.train.epochs, spec.train.eval_every)
+        metrics = list(metrics) + best
+        run.details["best_epoch"] = at
     eval_s = time.perf_counter() - t0
     peak, kind = _peak_memory_mb(device)
     curves = trained["curves"]
