@@ -36,6 +36,10 @@ from .results import ResultsError
 GRID_COLUMNS = ("beta", "tau_plus")
 SETTING_COLUMNS = tuple(c for c in store.LOSS_COLUMNS + store.TRAIN_COLUMNS if c not in GRID_COLUMNS)
 KEY = ["modality", "dataset", "metric", "split", "setting"]
+#: loss settings that do nothing at beta = 0, tau+ = 0 (hardness and the floor act only through
+#: beta and tau+, and both JSD conventions are plain JSD there): settings that differ only in
+#: these share one baseline run
+INERT_AT_BASELINE = ("jsd_convention", "hardness", "floor")
 
 
 # ---- formatting -----------------------------------------------------------------------------
@@ -119,17 +123,18 @@ def _prepare(df):
     opt_cols = sorted(c for c in df.columns if c.startswith("opt."))
     cand = list(SETTING_COLUMNS) + opt_cols
     settings = pd.Series([""] * len(df), index=df.index, dtype=object)
+    base_settings = pd.Series([""] * len(df), index=df.index, dtype=object)
     for (_, _), g in df.groupby(["modality", "dataset"], sort=True):
         tr = g[g["trained"]]
         varying = [c for c in cand if c in tr.columns and tr[c].astype(str).nunique(dropna=False) > 1]
         for idx, row in g.iterrows():
             cols = varying if row["trained"] else [c for c in varying if c.startswith("opt.")]
-            parts = []
-            for c in cols:
-                v = row[c]
-                parts.append(f"{c.removeprefix('opt.')}={_g(v) if isinstance(v, float) else v}")
-            settings[idx] = ", ".join(parts)
+            parts = {c: f"{c.removeprefix('opt.')}={_g(row[c]) if isinstance(row[c], float) else row[c]}"
+                     for c in cols}
+            settings[idx] = ", ".join(parts.values())
+            base_settings[idx] = ", ".join(v for c, v in parts.items() if c not in INERT_AT_BASELINE)
     df["setting"] = settings
+    df["base_setting"] = base_settings
     df["split"] = df["split"].fillna("")
     return df
 
@@ -161,11 +166,20 @@ def gains_table(df):
     from scipy import stats
 
     ok = df[(df["status"] == "ok") & df["metric"].notna() & df["trained"]]
+    if "base_setting" not in ok.columns:
+        ok = ok.assign(base_setting=ok["setting"])
+    at_zero = ok[(ok["beta"] == 0) & (ok["tau_plus"] == 0)]
     rows = []
     for k, g in ok.groupby(KEY, sort=True, dropna=False):
         base = g[(g["beta"] == 0) & (g["tau_plus"] == 0)]
         if base.empty:
-            continue
+            # e.g. the authors' JSD convention, whose beta = 0, tau+ = 0 run is plain JSD, run once
+            mod, ds, metric, split, _ = k
+            same = at_zero[(at_zero["modality"] == mod) & (at_zero["dataset"] == ds) & (at_zero["metric"] == metric)
+                           & (at_zero["split"] == split) & (at_zero["base_setting"] == g["base_setting"].iloc[0])]
+            if same.empty or same["setting"].nunique() != 1:
+                continue
+            base = same
         b = base.groupby("seed")["value"].mean()
         for (method, beta, tau), v in g.groupby(["method", "beta", "tau_plus"], sort=True):
             if beta == 0 and tau == 0:
@@ -255,7 +269,7 @@ def write_tables(df, out: Path) -> dict[str, Any]:
     gains = gains_table(df)
     _write_csv(summ.drop(columns=["trained"]), tdir / "summary.csv")
     _write_csv(gains, tdir / "gains.csv")
-    runs = df.drop(columns=["trained"]).copy()
+    runs = df.drop(columns=["trained", "base_setting"], errors="ignore").copy()
     _write_csv(runs, tdir / "runs.csv")
     al_s = ["l"] * 8 + ["r", "r"]
     al_g = ["l"] * 8 + ["r"] * 5
@@ -467,7 +481,8 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
     L.append(_md_table(["", ""], [[a, b] for a, b in prov]))
     L.append("Statistics: mean ± sample standard deviation (ddof = 1) over seeds, n = seeds with a finite "
              "value. Gains: variant minus the trained β = 0, τ+ = 0 baseline of the same modality, data set, "
-             "metric and other settings, paired over the seeds both have; p is the two-sided paired t-test "
+             "metric and other settings (settings that differ only in what does nothing at β = 0, τ+ = 0, "
+             "such as the JSD convention, share that baseline), paired over the seeds both have; p is the two-sided paired t-test "
              "(scipy.stats.ttest_rel, n ≥ 2, not corrected for multiple comparisons). Rows without β and τ+ "
              "(`random-init`, and what an adapter names its other untrained runs, such as `random-bow` or `pretrained`) are evaluated without training "
              "(epochs = 0) under the same protocol: the floors any pretraining must beat, or a pretrained model "

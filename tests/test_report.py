@@ -84,6 +84,21 @@ def test_other_settings_get_their_own_baseline(tmp_path):
     assert by_setting == {"jsd_convention=authors": 1.0, "jsd_convention=derived": 10.0}
 
 
+def test_a_setting_without_its_own_baseline_shares_the_inert_one(tmp_path):
+    # the authors' convention is plain JSD at beta = 0, tau+ = 0, so that cell runs once, as 'derived'
+    folder = tmp_path / "res"
+    for seed in range(2):
+        results.write_record(folder, rec(f"b{seed}", 0.0, 0.0, seed, 80.0 + seed))
+        results.write_record(folder, rec(f"h{seed}", 1.0, 0.5, seed, 90.0 + seed))
+        results.write_record(folder, rec(f"A{seed}", 1.0, 0.5, seed, 83.0 + 2 * seed, convention="authors"))
+        r = rec(f"L{seed}", 1.0, 0.5, seed, 70.0, convention="authors")          # another setting that matters:
+        r["spec"]["train"]["lr"] = 0.01                                          # no baseline of its own, none shared
+        results.write_record(folder, r)
+    gains = report.gains_table(report._prepare(results.load(folder)))
+    rows = {s: (g, n) for s, g, n in zip(gains["setting"], gains["gain"], gains["pairs"])}
+    assert rows == {"jsd_convention=derived, lr=0.001": (10.0, 2), "jsd_convention=authors, lr=0.001": (3.5, 2)}
+
+
 def test_report_regenerates_byte_for_byte(tmp_path):
     hand_records(tmp_path / "res")
     out = tmp_path / "rep"
