@@ -135,6 +135,16 @@ def _prepare(df):
             base_settings[idx] = ", ".join(v for c, v in parts.items() if c not in INERT_AT_BASELINE)
     df["setting"] = settings
     df["base_setting"] = base_settings
+    # the same, with what varies across the whole modality: rows that line up across data sets
+    mod_settings = pd.Series([""] * len(df), index=df.index, dtype=object)
+    for _, g in df.groupby("modality", sort=True):
+        tr = g[g["trained"]]
+        varying = [c for c in cand if c in tr.columns and tr[c].astype(str).nunique(dropna=False) > 1]
+        for idx, row in g.iterrows():
+            cols = varying if row["trained"] else [c for c in varying if c.startswith("opt.")]
+            mod_settings[idx] = ", ".join(
+                f"{c.removeprefix('opt.')}={_g(row[c]) if isinstance(row[c], float) else row[c]}" for c in cols)
+    df["modality_setting"] = mod_settings
     df["split"] = df["split"].fillna("")
     return df
 
@@ -214,6 +224,42 @@ def _mean_cell(r) -> str:
     return f"{_num(r['mean'])} ± {_num(r['std'])}" if r.n >= 2 else _num(r["mean"])
 
 
+def dataset_table(df, modality: str, metric: str, split: str) -> tuple[list[str], list[list[str]]]:
+    """One row per (setting, method, beta, tau+), one column per data set: ``metric`` as
+    mean ± std (ddof = 1) over seeds, '(n=k)' where k is below the table's largest n."""
+    ok = df[(df["status"] == "ok") & (df["modality"] == modality) & (df["metric"] == metric)
+            & (df["split"] == split)]
+    datasets = sorted(ok["dataset"].unique())
+    keys = ["modality_setting", "trained", "method", "beta", "tau_plus"]
+    cells: dict[tuple, dict[str, tuple[float, float, int]]] = {}
+    for k, g in ok.groupby(keys + ["dataset"], sort=True, dropna=False):
+        vals = [float(v) for v in g["value"] if math.isfinite(float(v))]
+        n = len(vals)
+        mean = sum(vals) / n if n else math.nan
+        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n >= 2 else math.nan
+        cells.setdefault(tuple(k[:-1]), {})[k[-1]] = (mean, std, n)
+    top = max((n for row in cells.values() for _, _, n in row.values()), default=0)
+    # the floors, then the beta = 0, tau+ = 0 baselines, then the variants by setting and grid
+    order = sorted(cells, key=lambda k: (bool(k[1]), bool(k[1]) and (float(k[3]), float(k[4])) != (0.0, 0.0),
+                                         str(k[0]), float(k[3]) if k[1] else -1.0, float(k[4]) if k[1] else -1.0,
+                                         str(k[2])))
+    show_setting = any(k[0] for k in cells)
+    header = (["setting"] if show_setting else []) + ["method", "β", "τ+"] + datasets
+    rows = []
+    for k in order:
+        setting, trained, method, beta, tau = k
+        out = ([setting] if show_setting else []) + [method, _g(beta) if trained else "", _g(tau) if trained else ""]
+        for ds in datasets:
+            if ds not in cells[k]:
+                out.append("")
+                continue
+            mean, std, n = cells[k][ds]
+            cell = f"{_num(mean)} ± {_num(std)}" if n >= 2 else _num(mean)
+            out.append(cell + (f" (n={n})" if n < top else ""))
+        rows.append(out)
+    return header, rows
+
+
 def _summary_rows(t) -> list[list[str]]:
     return [[r.modality, r.dataset, r.metric, r.split, r.setting, r.method,
              "" if not r.trained else _g(r.beta), "" if not r.trained else _g(r.tau_plus),
@@ -269,7 +315,7 @@ def write_tables(df, out: Path) -> dict[str, Any]:
     gains = gains_table(df)
     _write_csv(summ.drop(columns=["trained"]), tdir / "summary.csv")
     _write_csv(gains, tdir / "gains.csv")
-    runs = df.drop(columns=["trained", "base_setting"], errors="ignore").copy()
+    runs = df.drop(columns=["trained", "base_setting", "modality_setting"], errors="ignore").copy()
     _write_csv(runs, tdir / "runs.csv")
     al_s = ["l"] * 8 + ["r", "r"]
     al_g = ["l"] * 8 + ["r"] * 5
@@ -517,6 +563,14 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
         rows += [[f"options.{k}", v] for k, v in _fixed_settings(recs, "options")]
         L.append(_md_table(["setting", "value(s)"], rows))
         s = summ[summ["modality"] == mod]
+        for metric, split in sorted(set(zip(s["metric"], s["split"]))):
+            if s[(s["metric"] == metric) & (s["split"] == split)]["dataset"].nunique() < 2:
+                continue
+            header, rows = dataset_table(df, mod, metric, split)
+            L.append(f"### By data set: `{metric}` ({split}), mean ± std over seeds")
+            L.append("")
+            L.append(_md_table(header, rows, ["l"] * (header.index("τ+") + 1) + ["r"] * (len(header) - header.index("τ+") - 1)))
+            L.append("")
         if len(s) and s["metric"].nunique() > 2:
             order = list(dict.fromkeys(m.get("metric") for r in recs for m in (r.get("metrics") or [])))
             header, rows = _wide_table(s, order)

@@ -190,3 +190,20 @@ def test_eval_every_runs_are_their_own_setting_with_evaluation_curves(tmp_path):
     assert len(figs) == 1                     # only the eval_every setting has evaluation curves
     text = page.read_text()
     assert "selected-on-test" in text and "downstream metric evaluated during training" in text
+
+
+def test_by_dataset_table_lines_up_methods_across_data_sets(tmp_path):
+    folder = tmp_path / "res"
+    for seed in range(3):
+        for ds, base in (("MUTAG", 80.0), ("PTC_MR", 60.0)):
+            results.write_record(folder, rec(f"{ds}b{seed}", 0.0, 0.0, seed, base + seed, dataset=ds))
+            results.write_record(folder, rec(f"{ds}f{seed}", 0.0, 0.0, seed, base - 10, dataset=ds, epochs=0))
+            if ds == "MUTAG" or seed < 2:                     # PTC_MR's hard cell has two seeds
+                results.write_record(folder, rec(f"{ds}h{seed}", 1.0, 0.5, seed, base + 2 * seed, dataset=ds))
+    df = report._prepare(results.load(folder))
+    header, rows = report.dataset_table(df, "graph", "svc_acc", "cv")
+    assert header == ["method", "β", "τ+", "MUTAG", "PTC_MR"]
+    assert rows[0] == ["random-init", "", "", "70.00 ± 0.00", "50.00 ± 0.00"]
+    assert rows[1] == ["jsd", "0", "0", "81.00 ± 1.00", "61.00 ± 1.00"]
+    assert rows[2] == ["hard-jsd", "1", "0.5", "82.00 ± 2.00", f"61.00 ± {math.sqrt(2):.2f} (n=2)"]
+    assert "### By data set: `svc_acc` (cv)" in report.write_report(folder, tmp_path / "out").read_text()
