@@ -114,37 +114,33 @@ def _slug(*parts: str) -> str:
 
 # ---- preparing the frame ---------------------------------------------------------------------
 
-def _prepare(df):
-    """Add 'setting' (the non-grid settings that vary within a modality and data set) and 'trained'."""
+def _settings_of(df, by: Sequence[str], cand: Sequence[str], skip: Sequence[str] = ()):
+    """Per row, 'name=value, ...' of the candidate columns that vary among the trained runs of
+    its ``by`` group (untrained rows: adapter options only), leaving out ``skip``."""
     import pandas as pd
 
+    out = pd.Series([""] * len(df), index=df.index, dtype=object)
+    for _, g in df.groupby(list(by), sort=True):
+        tr = g[g["trained"]]
+        varying = [c for c in cand if c in tr.columns and tr[c].astype(str).nunique(dropna=False) > 1
+                   and c not in skip]
+        for idx, row in g.iterrows():
+            cols = varying if row["trained"] else [c for c in varying if c.startswith("opt.")]
+            out[idx] = ", ".join(f"{c.removeprefix('opt.')}={_g(row[c]) if isinstance(row[c], float) else row[c]}"
+                                 for c in cols)
+    return out
+
+
+def _prepare(df):
+    """Add 'trained' and the setting strings of a row: 'setting' (the non-grid settings that vary
+    within its modality and data set), 'base_setting' (the same without what does nothing at
+    beta = 0, tau+ = 0) and 'modality_setting' (what varies across the whole modality)."""
     df = df.copy()
     df["trained"] = df["epochs"].fillna(0).astype(float) > 0
-    opt_cols = sorted(c for c in df.columns if c.startswith("opt."))
-    cand = list(SETTING_COLUMNS) + opt_cols
-    settings = pd.Series([""] * len(df), index=df.index, dtype=object)
-    base_settings = pd.Series([""] * len(df), index=df.index, dtype=object)
-    for (_, _), g in df.groupby(["modality", "dataset"], sort=True):
-        tr = g[g["trained"]]
-        varying = [c for c in cand if c in tr.columns and tr[c].astype(str).nunique(dropna=False) > 1]
-        for idx, row in g.iterrows():
-            cols = varying if row["trained"] else [c for c in varying if c.startswith("opt.")]
-            parts = {c: f"{c.removeprefix('opt.')}={_g(row[c]) if isinstance(row[c], float) else row[c]}"
-                     for c in cols}
-            settings[idx] = ", ".join(parts.values())
-            base_settings[idx] = ", ".join(v for c, v in parts.items() if c not in INERT_AT_BASELINE)
-    df["setting"] = settings
-    df["base_setting"] = base_settings
-    # the same, with what varies across the whole modality: rows that line up across data sets
-    mod_settings = pd.Series([""] * len(df), index=df.index, dtype=object)
-    for _, g in df.groupby("modality", sort=True):
-        tr = g[g["trained"]]
-        varying = [c for c in cand if c in tr.columns and tr[c].astype(str).nunique(dropna=False) > 1]
-        for idx, row in g.iterrows():
-            cols = varying if row["trained"] else [c for c in varying if c.startswith("opt.")]
-            mod_settings[idx] = ", ".join(
-                f"{c.removeprefix('opt.')}={_g(row[c]) if isinstance(row[c], float) else row[c]}" for c in cols)
-    df["modality_setting"] = mod_settings
+    cand = list(SETTING_COLUMNS) + sorted(c for c in df.columns if c.startswith("opt."))
+    df["setting"] = _settings_of(df, ["modality", "dataset"], cand)
+    df["base_setting"] = _settings_of(df, ["modality", "dataset"], cand, skip=INERT_AT_BASELINE)
+    df["modality_setting"] = _settings_of(df, ["modality"], cand)
     df["split"] = df["split"].fillna("")
     return df
 
