@@ -38,6 +38,8 @@ def _parser() -> argparse.ArgumentParser:
                    help="base folder of the report; it goes to DIR/<suite>/ (default: reports)")
     r.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) and stop")
     r.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
+    r.add_argument("--download", action="store_true",
+                   help="fetch missing data sets (same as HARDNEG_ALLOW_DOWNLOAD=1); off by default")
 
     rp = sub.add_parser("report", help="tables, plots and the report page from records (never retrains)")
     rp.add_argument("results_dir", help="a suite's records folder, e.g. results/quick")
@@ -73,6 +75,9 @@ def _cmd_run(args: argparse.Namespace) -> int:
             print(f"{mark}  {s.run_id}  {runner.run_label(s)}")
         print(f"{len(suite.specs)} runs, {sum(s.run_id in done for s in suite.specs)} done; records -> {folder}")
         return 0
+    if args.download:
+        from .data import ENV_ALLOW_DOWNLOAD
+        os.environ[ENV_ALLOW_DOWNLOAD] = "1"           # spawned workers inherit it
     summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, jobs=args.jobs,
                                progress=False if args.no_progress else None)
     for line in summary.lines():

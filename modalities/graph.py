@@ -1,7 +1,10 @@
 """Graph modality: InfoGraph (Sun et al., ICLR 2020) on TU data sets, through the shared core.
 
 Data
-    Raw TU files are read from ``<data root>/tudataset/<NAME>/raw/`` (read-only). They are
+    Raw TU files are read from ``<data root>/tudataset/<NAME>/raw/`` (read-only). Where they
+    are missing and downloads are allowed (``hardneg run --download`` or
+    ``HARDNEG_ALLOW_DOWNLOAD=1``), :func:`fetch_tu` downloads the data set's zip from the TU
+    Dortmund collection and unpacks its ``<NAME>_*.txt`` files there first. They are
     checked (:func:`validate_tu_raw`), linked into a writable cache folder and parsed by
     torch_geometric's ``TUDataset``, whose ``processed/`` folder therefore lands in the
     cache. The whole cache entry is built in a temporary folder and renamed into place, so
@@ -58,7 +61,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from hardneg.adapters import DataStatus, Metric, ModalityAdapter, Option, RunContext, ScoreBatch
-from hardneg.data import cache_dir, fingerprint_files
+from hardneg.data import cache_dir, download, downloads_allowed, fingerprint_files
 from hardneg.errors import ConfigError, DataError
 
 #: data sets this adapter knows by name (the paper's and the common TU benchmarks)
@@ -128,11 +131,12 @@ def validate_tu_raw(raw_dir: Path, name: str) -> dict[str, int]:
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
         raise DataError(f"TU data set {name!r}: folder {raw_dir} does not exist; {_expected_files_text(name)} "
-                        f"there (download {TU_URL.format(name=name)} and unzip its files into it)")
-    missing = [f"{name}_{f}.txt" for f in REQUIRED_FILES if not (raw_dir / f"{name}_{f}.txt").is_file()]
+                        f"there (run with --download, or download {TU_URL.format(name=name)} and unzip its "
+                        "files into it)")
+    missing = _missing_required(raw_dir, name)
     if missing:
         raise DataError(f"TU data set {name!r}: missing raw file(s) {', '.join(missing)} in {raw_dir}; "
-                        f"{_expected_files_text(name)}")
+                        f"{_expected_files_text(name)} (run with --download to fetch {TU_URL.format(name=name)})")
     ind = _read_int_table(raw_dir / f"{name}_graph_indicator.txt", 1)[:, 0]
     labels = _read_int_table(raw_dir / f"{name}_graph_labels.txt", 1)[:, 0]
     n_nodes, n_graphs = len(ind), len(labels)
@@ -166,6 +170,57 @@ def validate_tu_raw(raw_dir: Path, name: str) -> dict[str, int]:
             raise DataError(f"{name}_A.txt: edge ({u}, {v}) joins graphs {ind[u - 1]} and {ind[v - 1]}; "
                             f"edges must stay inside one graph (mismatched {f_ind}?)")
     return {"graphs": n_graphs, "nodes": n_nodes, "edges": int(len(edges))}
+
+
+def fetch_tu(data_root: Path, name: str, *, url: str | None = None, allow: bool | None = None,
+             log=print) -> Path:
+    """Download TU data set ``name`` and unpack its ``<name>_*.txt`` files into its raw folder.
+
+    The zip (``TU_URL``; the collection publishes no checksums, so the run records the
+    SHA-256 of the unpacked files instead) is fetched into the cache through
+    :func:`hardneg.data.download`, which refuses when downloads are off and names the URL
+    when the machine is offline. The files are unpacked into a temporary sibling folder and
+    moved into ``raw/`` only when the archive held every required file, so a broken
+    download never leaves a half-filled raw folder. Returns the raw folder.
+    """
+    import zipfile
+    raw = tu_raw_dir(data_root, name)
+    url = url or TU_URL.format(name=name)
+    zip_path = download(url, cache_dir("downloads", "tudataset") / f"{name}.zip", allow=allow)
+    wanted = {f"{name}_{f}.txt" for f in REQUIRED_FILES + OPTIONAL_PER_NODE} | {f"{name}_edge_labels.txt",
+                                                                               f"{name}_graph_attributes.txt",
+                                                                               f"{name}_edge_attributes.txt"}
+    try:
+        raw.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".raw.tmp-", dir=raw.parent))
+    except OSError as exc:
+        raise DataError(f"cannot write TU data set {name!r} under {raw.parent} ({exc.strerror}); the data root "
+                        f"must be writable to download into it, or unzip {url} there yourself") from None
+    try:
+        try:
+            with zipfile.ZipFile(zip_path) as zf:
+                members = [m for m in zf.infolist() if Path(m.filename).name in wanted and not m.is_dir()]
+                for m in members:
+                    (tmp / Path(m.filename).name).write_bytes(zf.read(m))
+        except zipfile.BadZipFile:
+            zip_path.unlink(missing_ok=True)
+            raise DataError(f"{url} did not give a zip archive; it was discarded, try again or unzip the "
+                            f"data set into {raw} yourself") from None
+        got = {p.name for p in tmp.iterdir()}
+        missing = [f"{name}_{f}.txt" for f in REQUIRED_FILES if f"{name}_{f}.txt" not in got]
+        if missing:
+            raise DataError(f"the archive {url} lacks {', '.join(missing)}; {_expected_files_text(name)}")
+        raw.mkdir(parents=True, exist_ok=True)
+        for p in sorted(tmp.iterdir()):
+            os.replace(p, raw / p.name)
+        log(f"graph: downloaded {name} from {url} into {raw} ({len(got)} files)")
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+    return raw
+
+
+def _missing_required(raw: Path, name: str) -> list[str]:
+    return [f"{name}_{f}.txt" for f in REQUIRED_FILES if not (raw / f"{name}_{f}.txt").is_file()]
 
 
 @dataclass
@@ -350,7 +405,10 @@ def load_tu(data_root: Path, dataset: str, *, node_features: str = "auto", log=p
             ) -> tuple[PackedGraphs, str]:
     """Load TU data set ``dataset`` from ``data_root`` as :class:`PackedGraphs` plus its raw SHA-256."""
     name = tu_name(dataset)
-    entry = build_tu_cache(tu_raw_dir(data_root, name), name, log=log)
+    raw = tu_raw_dir(data_root, name)
+    if _missing_required(raw, name) and downloads_allowed():
+        fetch_tu(data_root, name, log=log)
+    entry = build_tu_cache(raw, name, log=log)
     try:
         packed = torch.load(entry / "packed.pt", weights_only=True)
         digest = json.loads((entry / "manifest.json").read_text())["raw_sha256"]
@@ -492,8 +550,8 @@ class GraphAdapter(ModalityAdapter):
         for name in self.datasets():
             raw = tu_raw_dir(data_root, name)
             missing = [f"{name}_{f}.txt" for f in REQUIRED_FILES if not (raw / f"{name}_{f}.txt").is_file()]
-            detail = "" if not missing else (f"missing {', '.join(missing)}; download "
-                                             f"{TU_URL.format(name=name)} and unzip into {raw}")
+            detail = "" if not missing else (f"missing {', '.join(missing)}; hardneg run --download fetches "
+                                             f"{TU_URL.format(name=name)} into {raw}")
             out.append(DataStatus(name, not missing, str(raw), detail))
         return out
 
@@ -574,4 +632,4 @@ class GraphAdapter(ModalityAdapter):
 
 __all__ = ["GraphAdapter", "InfoGraphModel", "GINEncoder", "Discriminator", "PackedGraphs", "GraphBatch",
            "gather_graphs", "node_graph_masks", "node_graph_masks_loop", "validate_tu_raw", "load_tu",
-           "build_tu_cache", "KNOWN_DATASETS"]
+           "build_tu_cache", "fetch_tu", "KNOWN_DATASETS"]

@@ -15,6 +15,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 os.environ.setdefault("HARDNEG_DATA", str(_DEFAULT_DATA))
+os.environ.pop("HARDNEG_ALLOW_DOWNLOAD", None)   # tests never reach the network; download tests serve 127.0.0.1
 
 
 @pytest.fixture(scope="session")

@@ -64,3 +64,21 @@ def test_list_and_data_check(tmp_path, capsys, monkeypatch):
     assert cli.main(["data", "check", "--modality", "toy", "--data-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "present  blobs4" in out and "MISSING  absent" in out and "never present" in out and "1 missing" in out
+
+
+def test_download_flag_allows_downloads_for_the_runs(tmp_path, monkeypatch):
+    import os
+    from hardneg import data, runner
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("HARDNEG_ALLOW_DOWNLOAD", raising=False)
+    suite = toy_adapter.write_suite(tmp_path)
+    seen = []
+
+    def fake_run_suite(*args, **kwargs):
+        seen.append(data.downloads_allowed())
+        raise SystemExit(0)
+    monkeypatch.setattr(runner, "run_suite", fake_run_suite)
+    for flag in ([], ["--download"]):
+        with pytest.raises(SystemExit):
+            cli.main(["run", str(suite), "--no-progress", *flag])
+    assert seen == [False, True] and os.environ["HARDNEG_ALLOW_DOWNLOAD"] == "1"

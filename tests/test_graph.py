@@ -71,7 +71,7 @@ def test_missing_raw_files_named(tmp_path, cache):
     raw = write_tu(tmp_path, "TOY", toy_graphs(6))
     (raw / "TOY_graph_labels.txt").unlink()
     with pytest.raises(DataError, match=r"missing raw file\(s\) TOY_graph_labels\.txt.*expected TOY_A\.txt, "
-                                        r"TOY_graph_indicator\.txt, TOY_graph_labels\.txt"):
+                                        r"TOY_graph_indicator\.txt, TOY_graph_labels\.txt.*run with --download"):
         load_tu(tmp_path, "tu:TOY", log=lambda s: None)
     with pytest.raises(DataError, match=r"NOPE.*does not exist.*NOPE_A\.txt"):
         load_tu(tmp_path, "tu:NOPE", log=lambda s: None)
@@ -169,6 +169,71 @@ def test_unwritable_cache_and_readonly_data_root(tmp_path, monkeypatch):
     assert sorted(str(p) for p in (tmp_path / "data").rglob("*")) == before
     assert list((tmp_path / "cache" / "tudataset").glob("TOY-*/TOY/processed/data.pt"))
     assert data.num_graphs == 8
+
+
+# ---- download from the TU collection (served on 127.0.0.1) -------------------------------
+@pytest.fixture()
+def tu_server(tmp_path):
+    """Serves /TOY.zip (the TU layout: TOY/TOY_*.txt), /BAD.zip (not a zip), /NOLABELS.zip."""
+    import http.server
+    import io
+    import threading
+    import zipfile
+    src = write_tu(tmp_path / "src", "TOY", toy_graphs(8))
+    blobs = {}
+    for name, skip in (("TOY", None), ("NOLABELS", "TOY_graph_labels.txt")):
+        buf = io.BytesIO()
+        with zipfile.ZipFile(buf, "w") as zf:
+            for f in sorted(src.iterdir()):
+                if f.name != skip:
+                    zf.write(f, f"{name}/{f.name.replace('TOY', name)}")
+            zf.writestr(f"{name}/README.txt", "not a data file")
+        blobs[f"/{name}.zip"] = buf.getvalue()
+    blobs["/BAD.zip"] = b"<html>not found</html>"
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802
+            body = blobs.get(self.path)
+            if body is None:
+                self.send_error(404)
+                return
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    httpd = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=httpd.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{httpd.server_address[1]}"
+    httpd.shutdown()
+    httpd.server_close()
+
+
+def test_tu_download_from_a_local_server(tmp_path, cache, tu_server, monkeypatch):
+    root = tmp_path / "root"
+    monkeypatch.setattr(graph, "TU_URL", tu_server + "/{name}.zip")
+    monkeypatch.delenv("HARDNEG_ALLOW_DOWNLOAD", raising=False)
+    with pytest.raises(DataError, match=r"folder .*TOY.* does not exist.*run with --download"):
+        load_tu(root, "tu:TOY", log=lambda s: None)                     # downloads are off by default
+    monkeypatch.setenv("HARDNEG_ALLOW_DOWNLOAD", "1")
+    data, digest = load_tu(root, "tu:TOY", log=lambda s: None)
+    raw = root / "tudataset" / "TOY" / "raw"
+    assert data.num_graphs == 8 and sorted(p.name for p in raw.iterdir()) == [
+        "TOY_A.txt", "TOY_graph_indicator.txt", "TOY_graph_labels.txt"]  # the README is not copied
+    assert digest == graph.fingerprint_files(sorted(raw.iterdir()), root=raw)
+    # a server answering with something that is not a zip, or a zip without a required file
+    for name, match in (("BAD", "did not give a zip archive"), ("NOLABELS", "lacks NOLABELS_graph_labels.txt")):
+        with pytest.raises(DataError, match=match):
+            load_tu(root, f"tu:{name}", log=lambda s: None)
+        assert not (root / "tudataset" / name / "raw").exists()        # nothing half-filled left behind
+        assert [p.name for p in (root / "tudataset" / name).iterdir()] == []
+    # offline: the URL is named
+    monkeypatch.setattr(graph, "TU_URL", "http://127.0.0.1:9/{name}.zip")
+    with pytest.raises(DataError, match=r"could not download http://127.0.0.1:9/OTHER.zip"):
+        load_tu(root, "tu:OTHER", log=lambda s: None)
 
 
 # ---- features, batching, masks -----------------------------------------------------------
