@@ -162,7 +162,9 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
 
     Each curve entry: epoch, loss (mean over the epoch's batches), steps, samples,
     seconds, samples_per_s, and the loss core's diagnostics of the epoch's first batch
-    (every ``diagnostics_every`` epochs). A non-finite loss raises :class:`TrainingDiverged`.
+    (every ``diagnostics_every`` epochs); with ``eval_every = k``, every k-th epoch's entry
+    (the last epoch's excepted: that is the final evaluation) also holds ``eval_<metric>``,
+    ``eval_<metric>_std`` and ``eval_seconds``. A non-finite loss raises :class:`TrainingDiverged`.
     With ``checkpoint`` the model, optimizer, RNG and curves are saved after every epoch
     and a run started again resumes from the last saved epoch.
     """
