@@ -18,6 +18,15 @@ os.environ.setdefault("HARDNEG_DATA", str(_DEFAULT_DATA))
 os.environ.pop("HARDNEG_ALLOW_DOWNLOAD", None)   # tests never reach the network; download tests serve 127.0.0.1
 
 
+@pytest.fixture(autouse=True)
+def _downloads_off():
+    """Every test starts with downloads off, even after one that ran ``hardneg run --download``
+    (the CLI sets the variable in ``os.environ`` itself, which monkeypatch cannot undo)."""
+    os.environ.pop("HARDNEG_ALLOW_DOWNLOAD", None)
+    yield
+    os.environ.pop("HARDNEG_ALLOW_DOWNLOAD", None)
+
+
 @pytest.fixture(scope="session")
 def data_root() -> Path:
     """The real shared data (read-only); tests needing it skip with a reason when absent."""
