@@ -145,6 +145,14 @@ def _prepare(df):
     return df
 
 
+def _seed_stats(values) -> tuple[float, float, int]:
+    """Mean, sample std (ddof = 1) and n of the finite values (NaN where n is too small)."""
+    vals = values.astype(float)
+    finite = vals[vals.map(math.isfinite)]
+    n = int(len(finite))
+    return (float(finite.mean()) if n else math.nan, float(finite.std(ddof=1)) if n >= 2 else math.nan, n)
+
+
 def summary_table(df):
     """Mean, std (ddof=1) and n over seeds per (modality, dataset, metric, split, setting, method, beta, tau+)."""
     import pandas as pd
@@ -153,11 +161,8 @@ def summary_table(df):
     rows = []
     keys = KEY + ["method", "beta", "tau_plus", "trained"]
     for k, g in ok.groupby(keys, sort=True, dropna=False):
-        vals = g["value"].astype(float)
-        finite = vals[vals.map(math.isfinite)]
-        n = int(len(finite))
-        rows.append({**dict(zip(keys, k)), "mean": float(finite.mean()) if n else math.nan,
-                     "std": float(finite.std(ddof=1)) if n >= 2 else math.nan, "n": n,
+        mean, std, n = _seed_stats(g["value"])
+        rows.append({**dict(zip(keys, k)), "mean": mean, "std": std, "n": n,
                      "seeds": " ".join(str(int(s)) for s in sorted(g["seed"].dropna().unique()))})
     out = pd.DataFrame(rows, columns=keys + ["mean", "std", "n", "seeds"])
     if len(out):
@@ -215,9 +220,14 @@ def gains_table(df):
 
 # ---- writing tables ---------------------------------------------------------------------------
 
+def _mean_text(mean: float, std: float, n: int) -> str:
+    """mean, or mean ± std over n >= 2 seeds."""
+    return f"{_num(mean)} ± {_num(std)}" if n >= 2 else _num(mean)
+
+
 def _mean_cell(r) -> str:
-    """A summary row's value: mean, or mean ± std over n >= 2 seeds."""
-    return f"{_num(r['mean'])} ± {_num(r['std'])}" if r.n >= 2 else _num(r["mean"])
+    """A summary row's value (see :func:`_mean_text`)."""
+    return _mean_text(r["mean"], r["std"], r.n)
 
 
 def dataset_table(df, modality: str, metric: str, split: str) -> tuple[list[str], list[list[str]]]:
@@ -229,11 +239,7 @@ def dataset_table(df, modality: str, metric: str, split: str) -> tuple[list[str]
     keys = ["modality_setting", "trained", "method", "beta", "tau_plus"]
     cells: dict[tuple, dict[str, tuple[float, float, int]]] = {}
     for k, g in ok.groupby(keys + ["dataset"], sort=True, dropna=False):
-        vals = [float(v) for v in g["value"] if math.isfinite(float(v))]
-        n = len(vals)
-        mean = sum(vals) / n if n else math.nan
-        std = math.sqrt(sum((v - mean) ** 2 for v in vals) / (n - 1)) if n >= 2 else math.nan
-        cells.setdefault(tuple(k[:-1]), {})[k[-1]] = (mean, std, n)
+        cells.setdefault(tuple(k[:-1]), {})[k[-1]] = _seed_stats(g["value"])
     top = max((n for row in cells.values() for _, _, n in row.values()), default=0)
     # the floors, then the beta = 0, tau+ = 0 baselines, then the variants by setting and grid
     order = sorted(cells, key=lambda k: (bool(k[1]), bool(k[1]) and (float(k[3]), float(k[4])) != (0.0, 0.0),
@@ -249,9 +255,8 @@ def dataset_table(df, modality: str, metric: str, split: str) -> tuple[list[str]
             if ds not in cells[k]:
                 out.append("")
                 continue
-            mean, std, n = cells[k][ds]
-            cell = f"{_num(mean)} ± {_num(std)}" if n >= 2 else _num(mean)
-            out.append(cell + (f" (n={n})" if n < top else ""))
+            n = cells[k][ds][2]
+            out.append(_mean_text(*cells[k][ds]) + (f" (n={n})" if n < top else ""))
         rows.append(out)
     return header, rows
 

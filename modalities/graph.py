@@ -549,7 +549,7 @@ class GraphAdapter(ModalityAdapter):
         out = []
         for name in self.datasets():
             raw = tu_raw_dir(data_root, name)
-            missing = [f"{name}_{f}.txt" for f in REQUIRED_FILES if not (raw / f"{name}_{f}.txt").is_file()]
+            missing = _missing_required(raw, name)
             detail = "" if not missing else (f"missing {', '.join(missing)}; hardneg run --download fetches "
                                              f"{TU_URL.format(name=name)} into {raw}")
             out.append(DataStatus(name, not missing, str(raw), detail))

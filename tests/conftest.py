@@ -15,13 +15,13 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 os.environ.setdefault("HARDNEG_DATA", str(_DEFAULT_DATA))
-os.environ.pop("HARDNEG_ALLOW_DOWNLOAD", None)   # tests never reach the network; download tests serve 127.0.0.1
 
 
 @pytest.fixture(autouse=True)
 def _downloads_off():
-    """Every test starts with downloads off, even after one that ran ``hardneg run --download``
-    (the CLI sets the variable in ``os.environ`` itself, which monkeypatch cannot undo)."""
+    """Every test starts with downloads off (tests never reach the network; the download tests
+    serve 127.0.0.1), even after one that ran ``hardneg run --download``: the CLI sets the
+    variable in ``os.environ`` itself, which monkeypatch cannot undo."""
     os.environ.pop("HARDNEG_ALLOW_DOWNLOAD", None)
     yield
     os.environ.pop("HARDNEG_ALLOW_DOWNLOAD", None)
