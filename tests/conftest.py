@@ -15,6 +15,11 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 _DEFAULT_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 os.environ.setdefault("HARDNEG_DATA", str(_DEFAULT_DATA))
+# tests change the working folder (monkeypatch.chdir), so a relative HARDNEG_DATA=../shared/data
+# or HARDNEG_CACHE is pinned to where pytest started
+for _var in ("HARDNEG_DATA", "HARDNEG_CACHE"):
+    if os.environ.get(_var):
+        os.environ[_var] = str(Path(os.environ[_var]).expanduser().absolute())
 
 
 @pytest.fixture(autouse=True)
