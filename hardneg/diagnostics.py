@@ -3,9 +3,12 @@
 Hardness (from the normalised weights ``p_ij = softmax_j(beta * l_ij)`` over negatives):
 ``ess`` (effective sample size ``1 / sum p^2`` as a fraction of N: 1 = uniform),
 ``weight_entropy`` (normalised by log N), ``top1pct_share`` (mass on the top 1% of
-negatives); with class labels, for analysis only, ``fn_rate_top`` (share of those top
-negatives that share the anchor's class: false negatives the tilt favours) and
-``true_class_prior`` (share of all negatives that do: the tau_plus the data actually has).
+negatives); with class labels, for analysis only, ``fn_weight_share`` (the weight mass on
+negatives that share the anchor's class, ``sum_j p_ij [y_j = y_i]``: how much of the tilted
+negative term comes from false negatives) and ``true_class_prior`` (the share of negatives
+that do, ``fn_weight_share`` at uniform weights: the tau_plus the data actually has). The
+two are equal when the weights are uniform; a tilt that favours false negatives lifts the
+first above the second.
 
 Representation (Wang & Isola, ICML 2020), from cosine scores of unit vectors, where
 ``||u - v||^2 = 2 - 2 s``: ``alignment`` = mean over positive pairs of ``2 - 2 s`` (lower is
@@ -33,18 +36,16 @@ def weight_diagnostics(log_w: Tensor, neg_mask: Tensor, anchor_labels: Tensor | 
     ent = -(p * log_p.masked_fill(~neg_mask, 0.0)).sum(1)
     ent = torch.where(n > 1, ent / n.log().clamp_min(1e-12), torch.ones_like(ent))
     k = max(1, math.ceil(0.01 * int(n.max())))
-    top_p, top_idx = p.topk(k, dim=1)
+    top_p = p.topk(k, dim=1).values
     out = {
         "ess": float(ess.mean()),
         "weight_entropy": float(ent.mean()),
         "top1pct_share": float(top_p.sum(1).mean()),
     }
     if anchor_labels is not None and candidate_labels is not None:
-        same = anchor_labels.view(-1, 1).to(candidate_labels.device) == candidate_labels.view(1, -1)
-        valid_top = neg_mask.gather(1, top_idx)
-        same_top = same.gather(1, top_idx) & valid_top
-        out["fn_rate_top"] = float(same_top.sum() / valid_top.sum().clamp_min(1))
-        out["true_class_prior"] = float(((same & neg_mask).sum(1) / n).mean())
+        same = (anchor_labels.view(-1, 1).to(candidate_labels.device) == candidate_labels.view(1, -1)) & neg_mask
+        out["fn_weight_share"] = float((p * same).sum(1).mean())
+        out["true_class_prior"] = float((same.sum(1) / n).mean())
     return out
 
 

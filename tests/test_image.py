@@ -410,7 +410,7 @@ def test_end_to_end_on_real_cifar_images_with_diagnostics(tmp_path):
     assert set(metrics) == {"linear_top1", "knn_top1"}
     assert 0 <= metrics["linear_top1"]["value"] <= 100 and "eval mode" in metrics["linear_top1"]["protocol"]
     d = rec["diagnostics"]
-    assert 0 <= d["fn_rate_top"] <= 1 and 0 < d["true_class_prior"] < 0.25  # 10 balanced classes: ~0.09
+    assert 0 <= d["fn_weight_share"] <= 1 and 0 < d["true_class_prior"] < 0.25  # 10 balanced classes: ~0.09
     assert rec["curves"][0]["samples"] == 64  # images, not views
     floor = execute(_spec(f"folder:{root}", train={"epochs": 0}, options={"pipeline": "cpu", "probe_bn": "train",
                                                                           "probe_augment": True}),
