@@ -64,6 +64,14 @@ __all__ = [
 
 Reduction = Literal["mean", "sum", "none"]
 LOG2 = math.log(2.0)
+#: softplus is log1p(exp(x)) below this and x above it: exact to float64 rounding
+#: (exp(-50) ~ 2e-22) and still far from float32 overflow (exp(50) ~ 5e21)
+_SOFTPLUS_LINEAR_ABOVE = 50.0
+
+
+def softplus(x: Tensor) -> Tensor:
+    """``log(1 + exp(x))`` accurate in float32 and float64 (torch's default switches to x above 20)."""
+    return F.softplus(x, threshold=_SOFTPLUS_LINEAR_ABOVE)
 
 
 @dataclass
@@ -73,9 +81,9 @@ class LossOutput:
     diagnostics (when asked for): ``ess`` effective sample size of the hardness weights as a
     fraction of N, ``weight_entropy`` normalised by log N, ``top1pct_share`` weight mass of
     the top 1% of negatives, ``floor_rate`` fraction of anchors where the floor is active,
-    ``pos_logit``/``neg_logit`` means; with labels, ``fn_rate_top`` the share of the top
-    1%-weighted negatives that share the anchor's label and ``true_class_prior`` the share of
-    all negatives that do (to set beside tau_plus).
+    ``pos_logit``/``neg_logit`` means; with labels, ``fn_weight_share`` the weight mass on
+    negatives that share the anchor's label and ``true_class_prior`` the share of all
+    negatives that do (to set beside tau_plus; see :mod:`hardneg.diagnostics`).
     """
 
     loss: Tensor
@@ -321,10 +329,13 @@ def _debias_and_finish(log_r: Tensor, log_n: Tensor, log_spos: Tensor, mean_lpos
         log_deb = log_r + torch.log1p(-torch.exp(d)) - math.log1p(-tau_plus)
         log_ng = torch.where(active, log_deb, log_f)
         floored = ~active
+    # -log(pos / (pos + Ng)) = softplus(log Ng - log pos): exact where the loss is tiny, where
+    # logaddexp(l+, log Ng) - l+ cancels to rounding; for M > 1 ('softmax') the extra term
+    # log sum_m exp(l_m) - mean_m l_m is zero at M = 1
     if multi_positive == "softmax":
-        per_anchor = torch.logaddexp(log_spos, log_ng) - mean_lpos
+        per_anchor = softplus(log_ng - log_spos) + (log_spos - mean_lpos)
     else:
-        per_anchor = torch.logaddexp(log_pos, log_ng) - log_pos
+        per_anchor = softplus(log_ng - log_pos)
     return per_anchor, floored
 
 
@@ -530,7 +541,9 @@ def jsd_loss(
     *,
     beta: float = 0.0,
     tau_plus: float = 0.0,
-    convention: Literal["derived", "authors"] = "derived",
+    convention: Literal["derived", "authors", "logit"] = "derived",
+    temperature: float = 1.0,
+    min_score: float | None = None,
     floor: bool = True,
     hardness_sign: Literal["hard", "easy"] = "hard",
     reduction: Reduction = "mean",
@@ -540,32 +553,54 @@ def jsd_loss(
 ) -> Tensor | LossOutput:
     """InfoGraph's Jensen-Shannon (softplus) objective with hardness and debiasing.
 
-    Plain JSD (beta = 0, tau_plus = 0), per anchor i (a node) with scores q (raw dot
-    products, no temperature)::
+    Plain JSD (beta = 0, tau_plus = 0), per anchor i (a node) with logits ``l = q / t``
+    (``q`` the scores, ``t`` the temperature; InfoGraph: raw dot products and t = 1)::
 
-        loss_i = mean_m softplus(-p_im) + mean_j softplus(q_ij) - 2 log 2
+        loss_i = mean_m softplus(-l_im) + mean_j softplus(l_ij) - 2 log 2
+
+    Three conventions for the hard and debiased variants (identical at beta = tau_plus = 0):
 
     ``convention='derived'`` (default) applies the estimator of the InfoNCE core to the
-    negative expectation: weights ``w_ij = exp(beta * a_ij)`` with ``a = 2 q / max|q|``
-    (max over the batch's negative scores, so beta is scale-free; ``hardness_sign='easy'``
+    negative expectation: weights ``w_ij = exp(beta * a_ij)`` with ``a = 2 l / max|l|``
+    (max over the batch's negative logits, so beta is scale-free; ``hardness_sign='easy'``
     flips a), normalised over the anchor's negatives, and the debiasing identity
-    ``E_neg = (E_w[softplus(q)] - tau_plus * mean_m softplus(p_im)) / (1 - tau_plus)``,
-    floored (``floor=True``) at the smallest observed ``softplus(q_ij)`` of the anchor.
+    ``E_neg = (E_w[softplus(l)] - tau_plus * mean_m softplus(l_im)) / (1 - tau_plus)``,
+    floored (``floor=True``) at the smallest observed ``softplus(l_ij)`` of the anchor. On
+    unbounded scores a few large entries set ``max|l|``, so the weights stay nearly uniform.
+
+    ``convention='logit'`` tilts on the logits themselves, as the InfoNCE core does:
+    ``w_ij = exp(beta * l_ij)``, the same debiasing identity, and the floor at the smallest
+    possible value ``softplus(min_score / t)`` (``min_score=-1`` for cosine scores; with
+    ``min_score=None`` the smallest observed ``softplus(l_ij)``). Meant for bounded scores
+    (cosine similarities with a temperature), where beta sets a concentration that the
+    score scale cannot undo.
 
     ``convention='authors'`` reproduces github.com/joshr17/HCL ``JSD_hard`` term for term
     (parity): masks multiply the score matrix (masked entries enter as zeros), the weight
     is ``exp(-2 beta q / max|q|)`` (favouring *easy* negatives), normalised by the row mean
     over all columns, the positive term carries ``-tau_plus/(1-tau_plus) softplus(p)`` (the
-    opposite sign of the debiasing identity), no floor; their code fixes tau_plus = 0.5.
-    At beta = 0 and tau_plus = 0 both conventions equal plain JSD.
+    opposite sign of the debiasing identity), no floor; their code fixes tau_plus = 0.5 and t = 1.
+
+    The positive term is ``softplus(-l)`` evaluated directly: written as
+    ``softplus(l) - l`` its gradient is exactly zero in float32 once l exceeds about 17,
+    where the true gradient is ``-exp(-l)``, which Adam's normalisation can still act on.
+    Scores that are not finite raise :class:`HardnegError`, naming the count.
     """
     check_range("beta", beta, low=0.0)
     check_range("tau_plus", tau_plus, low=0.0, high=1.0, high_inclusive=False)
-    _check_choice("convention", convention, ("derived", "authors"))
+    check_range("temperature", temperature, low=0.0, low_inclusive=False)
+    _check_choice("convention", convention, ("derived", "authors", "logit"))
     _check_choice("hardness_sign", hardness_sign, ("hard", "easy"))
     _check_choice("reduction", reduction, ("mean", "sum", "none"))
     _check_masks(scores, pos_mask, neg_mask)
     q = scores.to(_compute_dtype(scores))
+    if not bool(torch.isfinite(q.detach()).all()):
+        bad = int((~torch.isfinite(q.detach())).sum())
+        raise HardnegError(f"{bad} score(s) are NaN or infinite (beta={beta}, tau_plus={tau_plus}, "
+                           f"temperature={temperature}); allowed: finite scores (the encoder diverged, or "
+                           "the scores overflow: use bounded scores such as cosine with a temperature)")
+    if temperature != 1.0:
+        q = q / temperature
     tau = float(tau_plus)
     diag: dict[str, float] = {}
     if convention == "authors":
@@ -589,13 +624,13 @@ def jsd_loss(
                 e_neg = w * F.softplus(q_mat) / (1.0 - tau) - LOG2
         per_anchor = e_neg.sum(1) / (c_cnt - 1) - e_pos.sum(1)
     else:
-        sp_q = F.softplus(q)                                  # the one full-matrix softplus
+        sp_q = softplus(q)                                    # the one full-matrix softplus
         m_cnt = pos_mask.sum(1).to(q.dtype)
         n_cnt = neg_mask.sum(1).to(q.dtype)
         pi, pj = pos_mask.nonzero(as_tuple=True)              # only the M_i positive entries
         sp_p = sp_q[pi, pj]
-        sp_pos_neg = torch.zeros_like(m_cnt).index_add_(0, pi, sp_p) / m_cnt          # mean_m softplus(p)
-        pos_term = torch.zeros_like(m_cnt).index_add_(0, pi, sp_p - q[pi, pj]) / m_cnt  # softplus(-p) = softplus(p) - p
+        sp_pos_neg = torch.zeros_like(m_cnt).index_add_(0, pi, sp_p) / m_cnt          # mean_m softplus(l+)
+        pos_term = torch.zeros_like(m_cnt).index_add_(0, pi, softplus(-q[pi, pj])) / m_cnt
         if beta == 0.0:
             log_w = torch.zeros_like(q)
             if bool((m_cnt + n_cnt == q.shape[1]).all()):    # every candidate is a positive or a negative
@@ -603,15 +638,21 @@ def jsd_loss(
             else:
                 e_neg = sp_q.masked_fill(~neg_mask, 0.0).sum(1) / n_cnt
         else:
-            scale = q.masked_fill(~neg_mask, 0.0).abs().max().clamp_min(torch.finfo(q.dtype).tiny)
-            sign = 2.0 if hardness_sign == "hard" else -2.0
-            log_w = beta * sign * q / scale
+            if convention == "logit":
+                log_w = beta * q
+            else:
+                scale = q.masked_fill(~neg_mask, 0.0).abs().max().clamp_min(torch.finfo(q.dtype).tiny)
+                sign = 2.0 if hardness_sign == "hard" else -2.0
+                log_w = beta * sign * q / scale
             p_w = torch.softmax(log_w.masked_fill(~neg_mask, float("-inf")), dim=1)
             e_neg = (p_w * sp_q).sum(1)                       # p_w is zero off the negatives
         if tau > 0.0:
             e_neg = (e_neg - tau * sp_pos_neg) / (1.0 - tau)
             if floor:
-                low = sp_q.detach().masked_fill(~neg_mask, float("inf")).amin(1)
+                if convention == "logit" and min_score is not None:
+                    low = softplus(torch.full_like(e_neg, min_score / temperature))
+                else:
+                    low = sp_q.detach().masked_fill(~neg_mask, float("inf")).amin(1)
                 diag["floor_rate"] = float((e_neg.detach() < low).float().mean())
                 e_neg = torch.maximum(e_neg, low)
         per_anchor = pos_term + e_neg - 2.0 * LOG2
@@ -621,8 +662,8 @@ def jsd_loss(
     diag.setdefault("floor_rate", 0.0)
     diag.update(_weight_diagnostics(log_w.detach(), neg_mask, anchor_labels, candidate_labels))
     with torch.no_grad():
-        diag["pos_score"] = float(q.masked_fill(~pos_mask, 0).sum() / pos_mask.sum())
-        diag["neg_score"] = float(q.masked_fill(~neg_mask, 0).sum() / neg_mask.sum())
+        diag["pos_score"] = float(scores.detach().masked_fill(~pos_mask, 0).sum() / pos_mask.sum())
+        diag["neg_score"] = float(scores.detach().masked_fill(~neg_mask, 0).sum() / neg_mask.sum())
     return LossOutput(loss, per_anchor, diag)
 
 
@@ -687,7 +728,8 @@ class Objective:
     def __call__(self, sb, *, details: bool = False) -> LossOutput:
         s = self.spec
         if s.objective == "jsd":
-            kw = dict(beta=s.beta, tau_plus=s.tau_plus, convention=s.jsd_convention, floor=s.floor)
+            kw = dict(beta=s.beta, tau_plus=s.tau_plus, convention=s.jsd_convention, floor=s.floor,
+                      temperature=s.temperature, min_score=-1.0 if sb.score_kind == "cosine" else None)
             if details:
                 return jsd_loss(sb.scores, sb.pos_mask, sb.neg_mask, return_details=True,
                                 anchor_labels=sb.anchor_labels, candidate_labels=sb.candidate_labels, **kw)

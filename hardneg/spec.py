@@ -18,7 +18,7 @@ from .errors import ConfigError, check_range
 OBJECTIVES = ("infonce", "jsd")
 HARDNESS = ("logit", "cosine")
 MULTI_POSITIVE = ("softmax", "mean")
-JSD_CONVENTIONS = ("derived", "authors")
+JSD_CONVENTIONS = ("derived", "authors", "logit")
 _NOT_IN_RUN_ID = ("device", "threads", "flush_denormal")
 #: fields added after records existed: they enter the run id only when set away from this
 #: default, so the ids of earlier records stay what they were
@@ -36,7 +36,7 @@ class LossSpec:
     floor: bool = True              # clamp the debiased negative term from below
     hardness: str = "logit"         # 'logit': w = exp(beta * s / t) (authors' code); 'cosine': w = exp(beta * s)
     multi_positive: str = "softmax"  # semantics for M > 1 positives, see hardneg.losses
-    jsd_convention: str = "derived"  # 'derived' (debiasing identity, hard-favouring) or 'authors' (parity)
+    jsd_convention: str = "derived"  # 'derived' (w on 2 l / max|l|), 'logit' (w = exp(beta l)), 'authors' (parity)
 
     def validate(self) -> "LossSpec":
         if self.objective not in OBJECTIVES:
@@ -147,6 +147,6 @@ class RunSpec:
             name = f"debiased-{base}"
         else:
             name = f"hard-{base}"
-        if base == "jsd" and self.loss.jsd_convention == "authors" and name != "jsd":
-            name += "-authors"
+        if base == "jsd" and self.loss.jsd_convention in ("authors", "logit") and name != "jsd":
+            name += f"-{self.loss.jsd_convention}"
         return name
