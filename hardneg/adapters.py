@@ -160,6 +160,8 @@ class ModalityAdapter(abc.ABC):
     options: ClassVar[Mapping[str, Option]] = {}
     #: default loss settings for this modality (merged under the suite's [loss] table)
     default_loss: ClassVar[Mapping[str, Any]] = {}
+    #: the metrics a report's verdict is about (empty: the first metric a run reports)
+    headline_metrics: ClassVar[tuple[str, ...]] = ()
 
     # ---- discovery -------------------------------------------------------------------
     @abc.abstractmethod
@@ -215,6 +217,13 @@ class ModalityAdapter(abc.ABC):
     @abc.abstractmethod
     def evaluate(self, model: nn.Module, run: RunContext) -> list[Metric]:
         """The downstream protocol on the frozen model."""
+
+    def trivial_baselines(self, run: RunContext) -> list[Metric]:
+        """Numbers that need no representation at all, on the run's own evaluation data and
+        protocol (majority-class accuracy, always answering 'paraphrase' on MRPC, ...), named
+        like the metrics they stand beside. Called after :meth:`prepare`; the record keeps
+        them and the report sets them beside every table. Default: none."""
+        return []
 
     def count_samples(self, batch: Any) -> int | None:
         """Data items in ``batch`` for throughput (None: count the loss's anchors)."""

@@ -344,6 +344,7 @@ def execute(spec: RunSpec, *, data_root: str | os.PathLike | None = None, log: C
                      device=device, generator=generator, log=log)
     t0 = time.perf_counter()
     adapter.prepare(run)
+    trivial = [m.to_dict() for m in adapter.trivial_baselines(run)]
     prepare_s = time.perf_counter() - t0
     model = adapter.build_model(run).to(device)
     trained = train(adapter, model, run, objective, progress=progress, checkpoint=checkpoint)
@@ -371,6 +372,8 @@ def execute(spec: RunSpec, *, data_root: str | os.PathLike | None = None, log: C
         "spec": spec.to_dict(),
         "options": options,
         "metrics": [m.to_dict() for m in metrics],
+        "trivial_baselines": trivial,
+        "headline_metrics": list(adapter.headline_metrics),
         "curves": curves,
         "diagnostics": last_diag,
         "timing": {"wall_s": time.perf_counter() - tic, "prepare_s": prepare_s, "train_s": trained["train_s"],

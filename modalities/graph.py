@@ -53,7 +53,7 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable, Iterator
+from typing import Any, Iterator
 
 import numpy as np
 import torch
@@ -526,6 +526,10 @@ class GraphAdapter(ModalityAdapter):
         "shuffle": Option("epoch", "'epoch': reshuffle graphs every epoch; 'once': one seeded shuffle, "
                           "then the same batches every epoch (the authors' DataLoader)",
                           choices=("epoch", "once")),
+        "scores": Option("raw", "node-graph scores: 'raw' dot products of the discriminator codes (InfoGraph) "
+                         "or 'cosine' of the L2-normalised codes, bounded in [-1, 1] (the loss divides by "
+                         "loss.temperature), so that hardness weights exp(beta * s / t) can tilt",
+                         choices=("raw", "cosine")),
         "masks": Option("vectorized", "positive/negative mask construction; 'loop' is the authors' "
                         "per-node Python loop (same result, for the speed benchmark)",
                         choices=("vectorized", "loop")),
@@ -533,6 +537,7 @@ class GraphAdapter(ModalityAdapter):
         "svc_inner_folds": Option(5, "inner folds choosing C of the SVC probe", low=2, high=20),
     }
     default_loss = {"objective": "jsd", "temperature": 1.0, "tau_plus": 0.0, "beta": 0.0}
+    headline_metrics = ("svc_acc",)
 
     def __init__(self) -> None:
         self.data: PackedGraphs | None = None
@@ -596,10 +601,13 @@ class GraphAdapter(ModalityAdapter):
 
     def score_batch(self, model: nn.Module, batch: GraphBatch, run: RunContext) -> ScoreBatch:
         local, glob = model(batch)
-        scores = local @ glob.t()                      # (nodes, graphs), raw inner products
+        cosine = run.options["scores"] == "cosine"
+        if cosine:
+            local, glob = F.normalize(local, dim=1), F.normalize(glob, dim=1)
+        scores = local @ glob.t()                      # (nodes, graphs): inner products or cosines
         build = node_graph_masks_loop if run.options["masks"] == "loop" else node_graph_masks
         pos, neg = build(batch.batch, batch.num_graphs)
-        return ScoreBatch(scores=scores, pos_mask=pos, neg_mask=neg, score_kind="raw",
+        return ScoreBatch(scores=scores, pos_mask=pos, neg_mask=neg, score_kind="cosine" if cosine else "raw",
                           anchor_labels=batch.y[batch.batch], candidate_labels=batch.y,
                           num_samples=batch.num_graphs)
 
@@ -618,6 +626,15 @@ class GraphAdapter(ModalityAdapter):
         finally:
             model.train(was_training)
         return torch.cat(embs).numpy(), self.data.y.cpu().numpy()
+
+    def trivial_baselines(self, run: RunContext) -> list[Metric]:
+        """Majority-class accuracy on the same seeded outer folds as the SVC probe."""
+        from hardneg.evaluation.svc import majority_baseline
+        assert self.data is not None
+        acc = majority_baseline(self.data.y.cpu().numpy(), seed=run.spec.seed,
+                                outer_folds=run.options["svc_outer_folds"])
+        return [Metric("svc_acc", 100.0 * acc, split="cv", selection="trivial",
+                       protocol="majority class of each outer training part, on the SVC probe's outer folds")]
 
     def evaluate(self, model: nn.Module, run: RunContext) -> list[Metric]:
         from hardneg.evaluation.svc import svc_nested_cv

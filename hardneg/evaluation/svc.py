@@ -104,3 +104,18 @@ def svc_nested_cv(X: Any, y: Any, *, seed: int = 0, outer_folds: int = 10, inner
     return SVCResult(mean=float(a.mean()), std=float(a.std()), fold_accuracies=accs, chosen_C=chosen,
                      outer_folds=outer_folds, inner_folds=inner_folds, seed=seed, n_samples=len(X),
                      n_features=X.shape[1], n_classes=len(classes))
+
+
+def majority_baseline(y: Any, *, seed: int = 0, outer_folds: int = 10) -> float:
+    """Accuracy of predicting each outer training part's majority class on its test fold.
+
+    The same seeded outer folds as :func:`svc_nested_cv` (fraction in [0, 1]): the number a
+    representation must beat before its SVC accuracy says anything.
+    """
+    from sklearn.model_selection import StratifiedKFold
+
+    _, y_enc = np.unique(np.asarray(y), return_inverse=True)
+    outer = StratifiedKFold(n_splits=outer_folds, shuffle=True, random_state=seed)
+    accs = [float((y_enc[te] == np.bincount(y_enc[tr]).argmax()).mean())
+            for tr, te in outer.split(np.zeros((len(y_enc), 1)), y_enc)]
+    return float(np.mean(accs))

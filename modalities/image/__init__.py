@@ -57,6 +57,7 @@ class ImageAdapter(ModalityAdapter):
 
     name = "image"
     default_loss = {"objective": "infonce", "temperature": 0.5}
+    headline_metrics = ("linear_top1",)
     options = {
         "encoder": Option("resnet18", "encoder with the CIFAR stem (paper: resnet50; resnet10 is a small CPU encoder)",
                           choices=tuple(ENCODERS)),
@@ -187,6 +188,14 @@ class ImageAdapter(ModalityAdapter):
         return objective.two_view(z1, z2, details=details, labels=labels)
 
     # ---- evaluation ----------------------------------------------------------------
+    def trivial_baselines(self, run: RunContext) -> list[Metric]:
+        """The probe training split's majority class, scored on the test split (top-1, percent)."""
+        splits = run.extra["image_splits"]
+        majority = int(torch.bincount(splits.probe.labels).argmax())
+        acc = 100.0 * float((splits.test.labels == majority).float().mean())
+        protocol = "majority class of the probe training images, predicted for every test image"
+        return [Metric(name, acc, "test", protocol, "trivial") for name in ("linear_top1", "knn_top1")]
+
     def evaluate(self, model: nn.Module, run: RunContext) -> list[Metric]:
         o = run.options
         splits = run.extra["image_splits"]
