@@ -228,7 +228,7 @@ def test_truncation_is_counted_and_batches_score(tmp_path):
                                   "score": "raw"})
     ad.prepare(run)
     assert run.counters["train_truncated"] == 1
-    assert run.extra["lens"].max() == 10
+    assert run.extra["vocab"].lens.max() == 10
     torch.manual_seed(0)
     model = ad.build_model(run)
     assert isinstance(model, QuickThought)
@@ -236,8 +236,8 @@ def test_truncation_is_counted_and_batches_score(tmp_path):
     sb = ad.score_batch(model, batch, run)
     assert sb.scores.shape == (8, 8) and sb.score_kind == "raw"
     assert torch.equal(sb.pos_mask, neighbour_masks(8)[0])
-    f, g = model(torch.from_numpy(run.extra["ids"][batch[0]:batch[1]]).long(),
-                 torch.from_numpy(run.extra["lens"][batch[0]:batch[1]]))
+    f, g = model(torch.from_numpy(run.extra["vocab"].ids[batch[0]:batch[1]]).long(),
+                 torch.from_numpy(run.extra["vocab"].lens[batch[0]:batch[1]]))
     assert torch.allclose(sb.scores, f @ g.T, atol=1e-6)
     run.options = {**run.options, "score": "cosine"}
     sb2 = ad.score_batch(model, batch, run)
