@@ -189,7 +189,7 @@ def tu_server(tmp_path):
                     zf.write(f, f"{name}/{f.name.replace('TOY', name)}")
             zf.writestr(f"{name}/README.txt", "not a data file")
         blobs[f"/{name}.zip"] = buf.getvalue()
-    blobs["/BAD.zip"] = b"<html>not found</html>"
+    blobs["/BAD.zip"] = b"PK this is not a zip archive"  # (an HTML page is caught earlier, by download)
 
     class Handler(http.server.BaseHTTPRequestHandler):
         def do_GET(self):  # noqa: N802
