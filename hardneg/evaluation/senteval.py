@@ -136,7 +136,8 @@ def load_task(task: str, data_root: str | os.PathLike) -> TaskData:
     missing = check_files(data_root, [task])
     if missing:
         raise DataError(f"SentEval task {task}: missing file(s) {', '.join(map(str, missing))}; "
-                        "expected SentEval's data/downstream layout under <data_root>/senteval/downstream")
+                        "expected SentEval's data/downstream layout under <data_root>/senteval/downstream "
+                        f"(hardneg data fetch sentence/{task} downloads it)")
     base = downstream_root(data_root)
     skipped = 0
     if task in _BINARY_FILES:

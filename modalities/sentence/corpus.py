@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import zlib
 from pathlib import Path
 from typing import Any, Iterator, Sequence
 
@@ -44,16 +45,23 @@ def _read_book_lines(files: list[tuple[int, str]], fingerprint: str) -> Iterator
     """
     # (index, path) pairs: ``datasets`` may shard a list argument, so the index travels with the file
     for b, path in files:
-        with gzip.open(path, "rb") as fh:
-            for lineno, raw in enumerate(fh, 1):
-                try:
-                    text = raw.decode("utf-8")
-                except UnicodeDecodeError as exc:
-                    raise DataError(f"{path}, line {lineno}: text is not valid UTF-8 ({exc.reason} at byte "
-                                    f"{exc.start}); the book corpus must be UTF-8") from None
-                text = text.strip()
-                if text:
-                    yield {"book": b, "line": lineno, "text": text}
+        lineno = 0
+        try:
+            with gzip.open(path, "rb") as fh:
+                for lineno, raw in enumerate(fh, 1):
+                    try:
+                        text = raw.decode("utf-8")
+                    except UnicodeDecodeError as exc:
+                        raise DataError(f"{path}, line {lineno}: text is not valid UTF-8 ({exc.reason} at byte "
+                                        f"{exc.start}); the book corpus must be UTF-8") from None
+                    text = text.strip()
+                    if text:
+                        yield {"book": b, "line": lineno, "text": text}
+        except (OSError, EOFError, zlib.error) as exc:  # BadGzipFile is an OSError; a cut stream, EOFError
+            what = "is not a gzip file" if lineno == 0 and isinstance(exc, gzip.BadGzipFile) else (
+                f"is truncated or damaged after line {lineno}")
+            raise DataError(f"book {path} {what} ({exc}); every book must be a complete gzip file "
+                            "(*.txt.gz): replace it, or remove the books folder and fetch it again") from None
 
 
 def load_corpus(books_dir: Path, cache: Path) -> tuple["Any", list[Path], str]:
