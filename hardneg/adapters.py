@@ -36,7 +36,7 @@ from typing import Any, Callable, ClassVar, Iterable, Mapping, Sequence
 import torch
 from torch import nn
 
-from .errors import ConfigError, HardnegError
+from .errors import ConfigError, DataError, HardnegError
 from .spec import RunSpec
 
 ENTRY_POINT_GROUP = "hardneg.modalities"
@@ -171,6 +171,17 @@ class ModalityAdapter(abc.ABC):
     def check_data(self, data_root: Path) -> list[DataStatus]:
         """Which of :meth:`datasets` are present under ``data_root``; override to be precise."""
         return [DataStatus(d, False, str(data_root), "no check implemented") for d in self.datasets()]
+
+    def fetch_data(self, data_root: Path, dataset: str, options: Mapping[str, Any] | None = None, *,
+                   allow: bool | None = True, log: Callable[[str], None] = print) -> None:
+        """Download what a run on ``dataset`` (with resolved ``options``, None = defaults) reads
+        into ``data_root``, unless present (``hardneg data fetch``, ``hardneg run --download``).
+
+        ``allow`` None defers to ``HARDNEG_ALLOW_DOWNLOAD``. Raises :class:`DataError` naming
+        the URL and file on failure, leaving ``data_root`` without half-written files.
+        """
+        raise DataError(f"modality {self.name!r} cannot download {dataset!r}; place it under {data_root} by hand "
+                        "(hardneg data check shows where)")
 
     def resolve_options(self, given: Mapping[str, Any], where: str = "") -> dict[str, Any]:
         """Defaults filled, unknown keys and bad values rejected (message names key and allowed)."""

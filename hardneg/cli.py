@@ -1,4 +1,4 @@
-"""Command line: ``hardneg run | report | list | data check``.
+"""Command line: ``hardneg run | report | list | data check | data fetch``.
 
 Exit status: 0 success; 1 the suite finished but some runs failed (their failure records
 are written; rerun to retry them); 2 bad input (suite file, arguments, data, results
@@ -52,6 +52,14 @@ def _parser() -> argparse.ArgumentParser:
     dc = dsub.add_parser("check", help="which data sets are present under the data root")
     dc.add_argument("--data-root", help="data folder (default: $HARDNEG_DATA, else ~/.cache/hardneg/data)")
     dc.add_argument("--modality", action="append", default=[], help="check only this modality (repeatable)")
+    df = dsub.add_parser("fetch", help="download data sets into the data root (what a suite needs)",
+                         description="Download what the targets read into the data root, skipping what is "
+                                     "present. A target is a suite (quick, benchmarks/quick.toml), a modality "
+                                     "(graph: all its data sets) or MODALITY/DATASET (graph/MUTAG, image/cifar10, "
+                                     "sentence/books = the corpus and the SentEval tasks, sentence/MRPC). "
+                                     "HARDNEG_MIRROR=URL fetches https://HOST/PATH from URL/HOST/PATH instead.")
+    df.add_argument("targets", nargs="+", metavar="TARGET", help="SUITE, MODALITY or MODALITY/DATASET")
+    df.add_argument("--data-root", help="data folder (default: $HARDNEG_DATA, else ~/.cache/hardneg/data)")
     return p
 
 
@@ -76,8 +84,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"{len(suite.specs)} runs, {sum(s.run_id in done for s in suite.specs)} done; records -> {folder}")
         return 0
     if args.download:
-        from .data import ENV_ALLOW_DOWNLOAD
-        os.environ[ENV_ALLOW_DOWNLOAD] = "1"           # spawned workers inherit it
+        from .data import ENV_ALLOW_DOWNLOAD, resolve_data_root
+        os.environ[ENV_ALLOW_DOWNLOAD] = "1"           # spawned workers inherit it (and fetch on demand)
+        failed = _fetch(_spec_targets(suite.specs), resolve_data_root(args.data_root))
+        for line in failed:                            # the runs that need it fail with their own record
+            print(f"hardneg: warning: {line}", file=sys.stderr)
     summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, jobs=args.jobs,
                                progress=False if args.no_progress else None)
     for line in summary.lines():
@@ -135,6 +146,79 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
+def _spec_targets(specs) -> list[tuple[str, str, dict | None]]:
+    """Distinct (modality, dataset, options) of run specs, in suite order."""
+    import json
+    seen, out = set(), []
+    for s in specs:
+        key = (s.modality, s.dataset, json.dumps(s.options, sort_keys=True, default=str))
+        if key not in seen:
+            seen.add(key)
+            out.append((s.modality, s.dataset, dict(s.options)))
+    return out
+
+
+def _resolve_fetch_targets(targets: Sequence[str]) -> list[tuple[str, str, dict | None]]:
+    from . import adapters, config
+    from .errors import ConfigError
+
+    mods = adapters.available()
+    out: list[tuple[str, str, dict | None]] = []
+    for t in targets:
+        mod, sep, ds = t.partition("/")
+        if sep and mod in mods:
+            out.append((mod, ds, None))
+        elif t in mods:
+            out += [(t, d, None) for d in adapters.get(t).datasets()]
+        else:
+            owners = [m for m in mods if t in adapters.get(m).datasets()]
+            if len(owners) == 1:
+                out.append((owners[0], t, None))
+                continue
+            try:
+                path = config.find_suite(t)
+            except HardnegError:
+                raise ConfigError(f"fetch target {t!r} is not a suite, a modality or MODALITY/DATASET; allowed: a "
+                                  f"suite name or file, one of {', '.join(mods)}, or e.g. graph/MUTAG") from None
+            out += _spec_targets(config.load_suite(path).specs)
+    return out
+
+
+def _fetch(targets: Sequence[tuple[str, str, dict | None]], root: Path) -> list[str]:
+    """Fetch every (modality, dataset, options) into ``root``; returns one line per failure."""
+    from . import adapters
+
+    failed = []
+    for mod, ds, options in targets:
+        print(f"{mod}/{ds}: fetching what is missing into {root}")
+        try:
+            adapters.get(mod).fetch_data(root, ds, options, allow=True, log=print)
+        except HardnegError as exc:
+            failed.append(f"{mod}/{ds}: {exc}")
+    return failed
+
+
+def _cmd_data_fetch(args: argparse.Namespace) -> int:
+    from .data import resolve_data_root
+
+    root = resolve_data_root(args.data_root)
+    failed = _fetch(_resolve_fetch_targets(args.targets), root)
+    for line in failed:
+        print(f"hardneg: error: {line}", file=sys.stderr)
+    if not failed:
+        print(f"done: the data are under {root}")
+    return 2 if failed else 0
+
+
+def _fetch_command(ad, dataset: str, data_root: str | None) -> str:
+    """The command that fetches ``dataset``, or how to place it by hand."""
+    from .adapters import ModalityAdapter
+    if type(ad).fetch_data is ModalityAdapter.fetch_data:
+        return "no downloader: place it by hand (see the README's Data section)"
+    root = f" --data-root {data_root}" if data_root else ""
+    return f"get it with: hardneg data fetch {ad.name}/{dataset}{root}"
+
+
 def _cmd_data_check(args: argparse.Namespace) -> int:
     from . import adapters
     from .data import resolve_data_root
@@ -155,6 +239,8 @@ def _cmd_data_check(args: argparse.Namespace) -> int:
         for st in statuses:
             mark = "present" if st.present else "MISSING"
             print(f"  {mark:8s} {st.dataset:14s} {st.path}" + (f"  {st.detail}" if st.detail else ""))
+            if not st.present:
+                print(f"  {'':8s} {'':14s} {_fetch_command(ad, st.dataset, args.data_root)}")
             missing += not st.present
     print("all present" if not missing else f"{missing} missing")
     return 0
@@ -172,6 +258,8 @@ def main(argv: Sequence[str] | None = None) -> int:
             return _cmd_list(args)
         if args.command == "data" and args.data_command == "check":
             return _cmd_data_check(args)
+        if args.command == "data" and args.data_command == "fetch":
+            return _cmd_data_fetch(args)
     except HardnegError as exc:
         print(f"hardneg: error: {exc}", file=sys.stderr)
         return 2

@@ -555,10 +555,17 @@ class GraphAdapter(ModalityAdapter):
         for name in self.datasets():
             raw = tu_raw_dir(data_root, name)
             missing = _missing_required(raw, name)
-            detail = "" if not missing else (f"missing {', '.join(missing)}; hardneg run --download fetches "
-                                             f"{TU_URL.format(name=name)} into {raw}")
+            detail = "" if not missing else f"missing {', '.join(missing)} (from {TU_URL.format(name=name)})"
             out.append(DataStatus(name, not missing, str(raw), detail))
         return out
+
+    def fetch_data(self, data_root: Path, dataset: str, options=None, *, allow: bool | None = True,
+                   log=print) -> None:
+        """The TU zip of ``dataset`` unpacked into its raw folder, unless its files are there."""
+        self.check_dataset(dataset)
+        name = tu_name(dataset)
+        if _missing_required(tu_raw_dir(Path(data_root), name), name):
+            fetch_tu(Path(data_root), name, allow=allow, log=log)
 
     # ---- the run -----------------------------------------------------------------------
     def prepare(self, run: RunContext) -> None:

@@ -46,7 +46,7 @@ from hardneg.evaluation.knn import knn_accuracy
 from hardneg.evaluation.linear import extract_features, linear_probe
 
 from .augment import AugmentSpec, BatchedViewLoader, BatchedViews, CpuViewLoader, eval_transform
-from .data import KNOWN_DATASETS, Subsets, data_present, load_dataset, parse_dataset_name
+from .data import KNOWN_DATASETS, Subsets, data_present, fetch_dataset, load_dataset, parse_dataset_name
 from .models import ENCODERS, SimCLRModel, build_encoder
 
 __all__ = ["ImageAdapter"]
@@ -103,6 +103,11 @@ class ImageAdapter(ModalityAdapter):
             ok, path, detail = data_present(d, data_root)
             out.append(DataStatus(d, ok, path, detail))
         return out
+
+    def fetch_data(self, data_root: Path, dataset: str, options=None, *, allow: bool | None = True,
+                   log=print) -> None:
+        """torchvision's archive of ``dataset`` (MD5-checked), unpacked under the data root."""
+        fetch_dataset(dataset, data_root, allow=allow, log=log)
 
     # ---- data ----------------------------------------------------------------------
     def prepare(self, run: RunContext) -> None:

@@ -25,7 +25,8 @@ ImageFolder trees are decoded once (PIL) into a uint8 tensor cache under
 size, mtime), so a later run loads 60,000 CIFAR-10 images in about a second. Pickle/binary
 formats are read through torchvision's own dataset classes; their MD5 table only matches the
 official full-size files, so the loader checks presence and records its own SHA-256 fingerprint
-instead (downloads, when allowed, still go through torchvision's checksummed download).
+instead (downloads, when allowed, still go through torchvision's checksummed download:
+:func:`fetch_dataset`).
 """
 
 from __future__ import annotations
@@ -322,13 +323,11 @@ def _fingerprint_dir(folder: Path, names: Sequence[str]) -> str:
     return hdata.fingerprint_files([folder / n for n in names if (folder / n).exists()], root=folder)
 
 
-def _load_cifar_pickles(name: str, base: Path, *, download: bool) -> ImageSplits:
+def _load_cifar_pickles(name: str, base: Path) -> ImageSplits:
     from torchvision import datasets as tvd
 
     cls = tvd.CIFAR10 if name == "cifar10" else tvd.CIFAR100
     folder = base / cls.base_folder
-    if download:
-        cls(str(base), train=True, download=True)  # torchvision verifies the archive's MD5
     local = _presence_only(cls)
     try:
         tr = local(str(base), train=True)
@@ -349,12 +348,10 @@ def _load_cifar_pickles(name: str, base: Path, *, download: bool) -> ImageSplits
                        {name: _fingerprint_dir(folder, files)})
 
 
-def _load_stl10(base: Path, *, download: bool) -> ImageSplits:
+def _load_stl10(base: Path) -> ImageSplits:
     from torchvision import datasets as tvd
 
     folder = base / tvd.STL10.base_folder
-    if download:
-        tvd.STL10(str(base), split="test", download=True)
     local = _presence_only(tvd.STL10)
     try:
         sets = {s: local(str(base), split=s) for s in ("train", "unlabeled", "test")}
@@ -375,6 +372,44 @@ def _load_stl10(base: Path, *, download: bool) -> ImageSplits:
     files = [f for f, _ in tvd.STL10.train_list + tvd.STL10.test_list]
     return ImageSplits("stl10", pretrain, train, test, list(classes), f"torchvision STL10 {folder}",
                        {"stl10": _fingerprint_dir(folder, files)})
+
+
+def fetch_dataset(name: str, data_root: Path, *, allow: bool | None = True, log=print) -> None:
+    """Download torchvision's archive of ``name`` (cifar10 | cifar100 | stl10) into the data root.
+
+    Nothing happens when the data set is present. torchvision fetches the archive (from
+    ``HARDNEG_MIRROR`` when set), checks its published MD5 and unpacks it into a staging
+    folder that becomes ``<data_root>/<name>`` in one rename (the archive itself is not kept),
+    so a failed download leaves no half-unpacked folder. Raises :class:`DataError` naming the URL.
+    """
+    kind, _ = parse_dataset_name(name)
+    if kind == "folder":
+        raise DataError(f"image data set {name!r} is a local folder and cannot be downloaded; allowed: "
+                        f"{', '.join(KNOWN_DATASETS)}")
+    data_root = Path(data_root)
+    if data_present(name, data_root)[0]:
+        return
+    from torchvision import datasets as tvd
+    cls = {"cifar10": tvd.CIFAR10, "cifar100": tvd.CIFAR100, "stl10": tvd.STL10}[kind]
+    url = hdata.mirror_url(cls.url)
+    base = data_root / kind
+    if not hdata.downloads_allowed(allow):
+        raise DataError(f"data set {kind!r} is missing under {data_root} and downloads are off; allow them "
+                        f"(--download or {hdata.ENV_ALLOW_DOWNLOAD}=1) or unpack {url} into {base} yourself")
+    if base.exists() and any(base.iterdir()):
+        raise DataError(f"{base} exists but does not hold {LAYOUTS[kind]}; it is left alone: remove it to fetch {kind}")
+    mirrored = type(cls.__name__, (cls,), {"url": url})
+    with hdata.staged_dir(base) as tmp:
+        try:
+            if kind == "stl10":
+                mirrored(str(tmp), split="test", download=True)
+            else:
+                mirrored(str(tmp), train=True, download=True)
+        except (OSError, RuntimeError, ValueError, EOFError) as exc:  # offline, HTTP error, bad MD5, bad archive
+            raise DataError(f"could not fetch {kind!r} from {url} ({type(exc).__name__}: {exc}); nothing was "
+                            f"written to {base}") from None
+        (tmp / cls.filename).unlink(missing_ok=True)
+    log(f"image: downloaded {kind} from {url} into {base}")
 
 
 def load_dataset(name: str, data_root: Path, *, download: bool | None = None, subsets: Subsets = Subsets(),
@@ -399,18 +434,20 @@ def load_dataset(name: str, data_root: Path, *, download: bool | None = None, su
         base = data_root / kind
         cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
         if (base / cls.base_folder).is_dir():
-            return subsets.apply(_load_cifar_pickles(kind, base, download=False))
+            return subsets.apply(_load_cifar_pickles(kind, base))
         if (base / "train").is_dir() and (base / "test").is_dir():
             return _load_folder_tree(kind, base, subsets, log=log)
         if allow:
-            return subsets.apply(_load_cifar_pickles(kind, base, download=True))
+            fetch_dataset(kind, data_root, log=log)
+            return subsets.apply(_load_cifar_pickles(kind, base))
         raise DataError(f"data set {kind!r} not found under {data_root}; expected {LAYOUTS[kind]}. Downloads are "
                         f"off: set {hdata.ENV_ALLOW_DOWNLOAD}=1 (or pass --download) to fetch it with torchvision")
     base = data_root / "stl10"
     if (base / "stl10_binary").is_dir():
-        return subsets.apply(_load_stl10(base, download=False))
+        return subsets.apply(_load_stl10(base))
     if allow:
-        return subsets.apply(_load_stl10(base, download=True))
+        fetch_dataset("stl10", data_root, log=log)
+        return subsets.apply(_load_stl10(base))
     raise DataError(f"data set 'stl10' not found under {data_root}; expected {LAYOUTS['stl10']}. Downloads are "
                     f"off: set {hdata.ENV_ALLOW_DOWNLOAD}=1 (or pass --download) to fetch it with torchvision")
 
@@ -454,4 +491,4 @@ def data_present(name: str, data_root: Path) -> tuple[bool, str, str]:
     else:
         sub = "cifar-10-batches-py" if kind == "cifar10" else "cifar-100-python"
         ok = (base / sub).is_dir() or ((base / "train").is_dir() and (base / "test").is_dir())
-    return ok, str(base), "" if ok else f"expected {LAYOUTS[kind]}; downloads with {hdata.ENV_ALLOW_DOWNLOAD}=1"
+    return ok, str(base), "" if ok else f"expected {LAYOUTS[kind]}"

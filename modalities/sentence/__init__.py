@@ -62,10 +62,12 @@ import torch
 from torch import nn
 
 from hardneg.adapters import DataStatus, Metric, ModalityAdapter, Option, RunContext, ScoreBatch
+from hardneg.data import downloads_allowed
 from hardneg.errors import ConfigError, DataError
 from hardneg.evaluation import senteval
 
 from .corpus import book_files, consecutive_runs, load_corpus
+from .fetch import SENTEVAL_FILES, fetch_for_run
 from .encoders import ENCODERS, MiniLMEncoder, QuickThought, RandomBoW, load_minilm, minilm_path
 from .vocab import build_vocabulary, encode_ids, tokenize
 
@@ -121,16 +123,25 @@ class SentenceAdapter(ModalityAdapter):
         return spec.method
 
     def check_data(self, data_root: Path) -> list[DataStatus]:
+        """The book corpus, then each SentEval task (a run on books reads both)."""
         books = Path(data_root) / "books"
         try:
-            files = book_files(books)
-            ok, detail = True, f"{len(files)} books"
+            out = [DataStatus("books", True, str(books), f"{len(book_files(books))} books")]
         except DataError as exc:
-            ok, detail = False, str(exc)
-        missing = senteval.check_files(data_root)
-        if missing:
-            ok, detail = False, detail + "; SentEval files missing: " + ", ".join(map(str, missing))
-        return [DataStatus("books", ok, str(books), detail)]
+            out = [DataStatus("books", False, str(books), str(exc))]
+        for task in senteval.TASKS:
+            missing = senteval.check_files(data_root, [task])
+            folder = senteval.downstream_root(data_root) / SENTEVAL_FILES[task][0]
+            out.append(DataStatus(task, not missing, str(folder),
+                                  "missing " + ", ".join(p.name for p in missing) if missing else ""))
+        return out
+
+    def fetch_data(self, data_root: Path, dataset: str, options=None, *, allow: bool | None = True,
+                   log=print) -> None:
+        """'books': the Gutenberg corpus and the option ``tasks`` of SentEval; a task name: that
+        task (:mod:`.fetch`)."""
+        tasks = (options or {}).get("tasks", list(senteval.TASKS))
+        fetch_for_run(data_root, dataset, tasks, allow=allow, log=log)
 
     # ---- prepare ----------------------------------------------------------------------
     def prepare(self, run: RunContext) -> None:
@@ -146,9 +157,12 @@ class SentenceAdapter(ModalityAdapter):
         if o["encoder"] == "random-bow" and run.spec.train.epochs > 0:
             raise ConfigError(f"encoder 'random-bow' has nothing to train but train.epochs="
                               f"{run.spec.train.epochs}; allowed: epochs = 0")
+        if downloads_allowed():  # hardneg run --download: fetch what is missing first
+            self.fetch_data(run.data_root, run.spec.dataset, o, allow=True, log=run.log)
         missing = senteval.check_files(run.data_root, o["tasks"])
         if missing:  # fail before training, not after
-            raise DataError("SentEval data missing: " + ", ".join(map(str, missing)))
+            raise DataError("SentEval data missing: " + ", ".join(map(str, missing)) + "; hardneg data fetch "
+                            "sentence/books (or hardneg run --download) downloads them")
         ds, files, fp = load_corpus(run.data_root / "books", run.cache_dir)
         run.data_checksums["books"] = fp
         table = ds.data  # the Arrow table: whole columns at once (ds[col] may be a lazy row view)
