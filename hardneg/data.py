@@ -248,18 +248,6 @@ def staged_dir(dest: str | os.PathLike) -> Iterator[Path]:
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def atomic_write_bytes(path: str | os.PathLike, data: bytes) -> Path:
-    """Write ``data`` to ``path`` through a temporary sibling and one rename."""
-    path = Path(path)
-    tmp = temp_sibling(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
 def read_archive(path: Path, url: str, members: Iterable[str]) -> dict[str, bytes]:
     """The named members of a zip or .tar.gz archive, as bytes.
 

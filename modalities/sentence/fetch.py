@@ -162,19 +162,20 @@ def fetch_senteval(data_root: str | Path, tasks: Iterable[str] = senteval.TASKS,
         folder_rel, files = SENTEVAL_FILES[task]
         folder = base / folder_rel
         _refuse_foreign(folder, f"SentEval {task}", "lacks " + ", ".join(p.name for p in missing))
+        made = {}
+        for sf in files:                                   # everything checked before anything is written
+            data = _TRANSFORMS[sf.transform](_source_bytes(sf, allow))
+            digest = hashlib.sha256(data).hexdigest()
+            if digest != sf.sha256:
+                _cached(sf.url, "senteval").unlink(missing_ok=True)
+                raise DataError(f"SentEval {task}: {sf.name} made from {mirror_url(sf.url)}"
+                                f"{f' ({sf.member})' if sf.member else ''} has sha256 {digest}, expected "
+                                f"{sf.sha256}; nothing was written to {folder} (the download was discarded; "
+                                "if it persists the upstream file changed: place the task by hand)")
+            made[sf.name] = data
         with staged_dir(folder) as tmp:
-            for sf in files:
-                data = _TRANSFORMS[sf.transform](_source_bytes(sf, allow))
-                digest = hashlib.sha256(data).hexdigest()
-                if digest != sf.sha256:
-                    _cached(sf.url, "senteval").unlink(missing_ok=True)
-                    raise DataError(f"SentEval {task}: {sf.name} made from {mirror_url(sf.url)}"
-                                    f"{f' ({sf.member})' if sf.member else ''} has sha256 {digest}, expected "
-                                    f"{sf.sha256}; nothing was written to {folder} (the download was discarded; "
-                                    "if it persists the upstream file changed: place the task by hand)")
-                out = tmp / sf.name
-                out.parent.mkdir(parents=True, exist_ok=True)
-                out.write_bytes(data)
+            for name, data in made.items():
+                (tmp / name).write_bytes(data)
         log(f"sentence: SentEval {task} -> {folder} ({len(files)} files, sha256 checked)")
         fetched.append(task)
     return fetched
@@ -271,8 +272,9 @@ def fetch_books(data_root: str | Path, *, books: Sequence[Book] = BOOKS, allow: 
                 log: Callable[[str], None] = print) -> Path:
     """Fetch the book corpus into ``<data_root>/books`` unless a readable one is there.
 
-    Each text is downloaded into the cache (reused by a later try), cut, split and gzipped
-    into a staging folder; the folder and its ``manifest.json`` are installed together.
+    Each text is downloaded into the cache (reused by a later try), cut, split and gzipped;
+    only when every book is made are the files and ``manifest.json`` written into a staging
+    folder that is installed in one rename.
     Raises :class:`DataError` naming the URL and the book for a text without the Gutenberg
     markers or not in UTF-8; the data root is then unchanged.
     """
@@ -280,11 +282,11 @@ def fetch_books(data_root: str | Path, *, books: Sequence[Book] = BOOKS, allow: 
     if books_present(dest):
         return dest
     _refuse_foreign(dest, "the book corpus", "no manifest.json with every book it lists")
-    entries = []
+    made = [_make_book(book, download(book.url, _cached(book.url, "gutenberg"), allow=allow)) for book in books]
+    entries = [entry for entry, _ in made]
     with staged_dir(dest) as tmp:
-        for book in books:
-            raw_path = download(book.url, _cached(book.url, "gutenberg"), allow=allow)
-            entries.append(_make_book(book, raw_path, tmp))
+        for entry, gz in made:
+            (tmp / entry["file"]).write_bytes(gz)
         (tmp / "manifest.json").write_text(json.dumps(entries, indent=1, ensure_ascii=False) + "\n")
     ref = sum(b.ref_sentences for b in books)
     got = sum(e["sentences"] for e in entries)
@@ -293,7 +295,8 @@ def fetch_books(data_root: str | Path, *, books: Sequence[Book] = BOOKS, allow: 
     return dest
 
 
-def _make_book(book: Book, raw_path: Path, out_dir: Path) -> dict:
+def _make_book(book: Book, raw_path: Path) -> tuple[dict, bytes]:
+    """(manifest entry, gzipped corpus text) of one downloaded Gutenberg text."""
     src = mirror_url(book.url)
     raw = raw_path.read_bytes()
     try:
@@ -310,12 +313,11 @@ def _make_book(book: Book, raw_path: Path, out_dir: Path) -> dict:
                         "so it is not a Project Gutenberg plain text (an error page?); it was discarded and nothing "
                         "was written to the data root") from None
     gz = gzip.compress(corpus_text.encode("utf-8"), compresslevel=9, mtime=0)
-    (out_dir / book.file).write_bytes(gz)
     return {"file": book.file, "gutenberg_id": book.gutenberg_id, "title": book.title, "author": book.author,
             "source_url": book.url, "source_sha256": sha256_file(raw_path), "source_encoding": "utf-8",
             "sha256": hashlib.sha256(gz).hexdigest(), **counts,
             "reference": {"paragraphs": book.ref_paragraphs, "sentences": book.ref_sentences,
-                          "words": book.ref_words}}
+                          "words": book.ref_words}}, gz
 
 
 def fetch_for_run(data_root: str | Path, dataset: str, tasks: Iterable[str], *, allow: bool | None = None,
