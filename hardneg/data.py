@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import secrets
@@ -184,14 +185,10 @@ def _fetch_to(src: str, tmp: Path, dest: Path, timeout: float, progress: bool | 
         raise DataError(f"could not download {src} (HTTP {exc.code} {exc.reason}); nothing was written to "
                         f"{dest}. Fetch it elsewhere and place it at {dest}") from None
     except (urllib.error.URLError, OSError, TimeoutError, ValueError) as exc:
-        # http.client.IncompleteRead is an OSError-free HTTPException: caught below as a short read
         reason = getattr(exc, "reason", exc)
         raise DataError(f"could not download {src} ({reason}); this machine may be offline. Fetch it "
                         f"elsewhere and place it at {dest}") from None
-    except Exception as exc:  # http.client.HTTPException (IncompleteRead, RemoteDisconnected, ...)
-        import http.client
-        if not isinstance(exc, http.client.HTTPException):
-            raise
+    except http.client.HTTPException as exc:  # IncompleteRead and friends: the caller sees the short count
         if total is None:
             raise DataError(f"download of {src} broke off ({type(exc).__name__}); nothing was written to "
                             f"{dest}, try again") from None
