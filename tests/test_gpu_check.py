@@ -192,10 +192,10 @@ def test_cpu_throughput_table_runs(tmp_path, data_root):
                            "--minutes", "10"], env=env, capture_output=True, text=True, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
     line = next(x for x in done.stdout.splitlines() if x.strip().startswith("resnet10 x 0.0625"))
-    _, _, _, features, img_s, per_epoch, epochs = line.split()
-    assert features == "32" and float(img_s) > 0
-    assert float(per_epoch) == pytest.approx(50_000 / float(img_s), rel=0.01, abs=1)
-    assert abs(int(epochs) - 600 // (50_000 / float(img_s))) <= 1
+    _, _, _, features, img_s, img_cpu_s, per_epoch, epochs, wall_per_cpu = line.split()
+    assert features == "32" and float(img_s) > 0 and float(wall_per_cpu) > 0.5
+    assert float(per_epoch) == pytest.approx(50_000 / float(img_cpu_s), rel=0.01, abs=1)
+    assert abs(int(epochs) - 600 // (50_000 / float(img_cpu_s))) <= 1
     assert "epochs in 10 CPU-min" in done.stdout and "B = 32" in done.stdout
     bad = subprocess.run([sys.executable, str(REPO / "benchmarks" / "perf" / "image.py"), "--table", "--settings",
                           "resnet10"], env=env, capture_output=True, text=True, timeout=120)

@@ -11,8 +11,10 @@ Three modes, each side by side in one process on the same batch and data:
 ``--table``: the CPU throughput table that chooses an encoder for a CPU budget. For each
 encoder x width (default resnet10/resnet18 at 1/8 and 1/4 width): images/s of the whole
 training step at B = 256 with batched views on one thread (flush-to-zero on, as the trainer
-trains), seconds per epoch of 50,000 images, and the epochs that fit ``--minutes`` CPU-minutes
-per run (training steps only; evaluation comes on top).
+trains), by the wall clock and per second of the process's CPU time, CPU-seconds per epoch of
+50,000 images, and the epochs that fit ``--minutes`` CPU-minutes per run (training steps only;
+evaluation comes on top). CPU time is the unit because the shared machine's other jobs stretch
+the wall clock; the ``wall/CPU`` column says by how much.
 
 ``--paths``: the training paths on one device (default CUDA, ResNet-50 at B = 256, the
 paper's setting), one process and one GPU, the authors' setting against hardneg's fast path:
@@ -116,8 +118,9 @@ def time_pipeline(loader, model, objective, device, steps: int, *, amp: bool = F
 
     The views alone are timed on a fresh epoch after ``view_skip`` batches (a worker pool's
     start), so that batches queued up during the training steps do not count. Returns steps
-    and seconds timed, img_s (images/s of whole steps), views_img_s (images/s of the loader
-    alone) and warmup_s (seconds of the warm-up steps).
+    and seconds timed, img_s (images/s of whole steps, wall clock), img_cpu_s (images per second
+    of this process's CPU time, all its threads), views_img_s (images/s of the loader alone) and
+    warmup_s (seconds of the warm-up steps).
     """
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, weight_decay=1e-6)
     model.train()
@@ -150,8 +153,8 @@ def time_pipeline(loader, model, objective, device, steps: int, *, amp: bool = F
     sync()
     warm = time.perf_counter() - t
 
-    def timed(fn, n_steps: int) -> tuple[int, int, float]:
-        t0 = time.perf_counter()
+    def timed(fn, n_steps: int) -> tuple[int, int, float, float]:
+        t0, c0 = time.perf_counter(), time.process_time()
         k = images = 0
         while k < n_steps:
             images += fn()
@@ -159,14 +162,14 @@ def time_pipeline(loader, model, objective, device, steps: int, *, amp: bool = F
             if time.perf_counter() - t0 >= max_seconds:
                 break
         sync()
-        return k, images, time.perf_counter() - t0
+        return k, images, time.perf_counter() - t0, time.process_time() - c0
 
     def train_step() -> int:
         b = next(it)
         step(b)
         return b[0].shape[0]
 
-    k, n, secs = timed(train_step, steps)
+    k, n, secs, cpu = timed(train_step, steps)
     it.close()                    # ends a worker pool and its queue
     it = batches()
     for _ in range(view_skip):
@@ -175,10 +178,10 @@ def time_pipeline(loader, model, objective, device, steps: int, *, amp: bool = F
     def view_step() -> int:
         return next(it)[0].shape[0]
 
-    _, nv, vsecs = timed(view_step, view_steps if view_steps is not None else steps)
+    _, nv, vsecs, _ = timed(view_step, view_steps if view_steps is not None else steps)
     it.close()
-    return {"steps": k, "seconds": secs, "img_s": n / secs, "views_img_s": nv / vsecs if nv else math.nan,
-            "warmup_s": warm}
+    return {"steps": k, "seconds": secs, "cpu_seconds": cpu, "img_s": n / secs, "img_cpu_s": n / max(cpu, 1e-9),
+            "views_img_s": nv / vsecs if nv else math.nan, "warmup_s": warm}
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,8 +236,8 @@ def throughput_table(args) -> list[dict[str, float]]:
           f"Adam), B = {batch}, {torch.get_num_threads()} thread(s), flush-to-zero as in training, "
           f"{args.table_steps} timed steps after {args.warmup} warm-up; {device_description(device)}; "
           f"data: {source}")
-    head = (f"  {'encoder':<18} {'features':>8} {'img/s':>8} {'s / epoch of 50k':>17} "
-            f"{f'epochs in {args.minutes:g} CPU-min':>22}")
+    head = (f"  {'encoder':<18} {'features':>8} {'img/s':>7} {'img/CPU-s':>9} {'CPU-s / epoch of 50k':>20} "
+            f"{f'epochs in {args.minutes:g} CPU-min':>22} {'wall/CPU':>8}")
     print(head, flush=True)
     rows = []
     for name, width in args.settings or TABLE_SETTINGS:
@@ -244,14 +247,17 @@ def throughput_table(args) -> list[dict[str, float]]:
         with training_numerics(TrainSpec(), device):
             r = time_pipeline(loader, model, objective, device, args.table_steps, warmup=args.warmup,
                               view_steps=0)
-        per_epoch = CIFAR10_TRAIN / r["img_s"]
+        per_epoch = CIFAR10_TRAIN / r["img_cpu_s"]
         row = {"encoder": name, "width": width, "features": model.feature_dim, "img_s": r["img_s"],
-               "s_per_epoch": per_epoch, "epochs": int(budget // per_epoch)}
+               "img_cpu_s": r["img_cpu_s"], "cpu_s_per_epoch": per_epoch, "epochs": int(budget // per_epoch),
+               "wall_per_cpu": r["seconds"] / max(r["cpu_seconds"], 1e-9)}
         rows.append(row)
-        print(f"  {name + ' x ' + format(width, 'g'):<18} {row['features']:>8} {row['img_s']:>8.0f} "
-              f"{per_epoch:>17.0f} {row['epochs']:>22}", flush=True)
-    print(f"  (epochs: training steps only, {CIFAR10_TRAIN:,} images an epoch; evaluation comes on top; "
-          "several runs side by side on a shared machine each run slower)")
+        print(f"  {name + ' x ' + format(width, 'g'):<18} {row['features']:>8} {row['img_s']:>7.0f} "
+              f"{row['img_cpu_s']:>9.0f} {per_epoch:>20.0f} {row['epochs']:>22} {row['wall_per_cpu']:>8.2f}",
+              flush=True)
+    print(f"  (CPU-s: this process's CPU time, so the figures hold for a core of one's own even on a shared "
+          f"machine; wall/CPU above 1 means it waited for a core. Epochs: training steps only, "
+          f"{CIFAR10_TRAIN:,} images an epoch; evaluation comes on top)")
     return rows
 
 
