@@ -1,46 +1,19 @@
-"""Graph modality: InfoGraph (Sun et al., ICLR 2020) on TU data sets, through the shared core.
+"""TU Dortmund graph data sets: raw-file checks, downloads, the processed cache, packed tensors
+and mini-batches (see :mod:`modalities.graph` for the protocol).
 
-Data
-    Raw TU files are read from ``<data root>/tudataset/<NAME>/raw/`` (read-only). Where they
-    are missing and downloads are allowed (``hardneg run --download`` or
-    ``HARDNEG_ALLOW_DOWNLOAD=1``), :func:`fetch_tu` downloads the data set's zip from the TU
-    Dortmund collection and unpacks its ``<NAME>_*.txt`` files there first. They are
-    checked (:func:`validate_tu_raw`), linked into a writable cache folder and parsed by
-    torch_geometric's ``TUDataset``, whose ``processed/`` folder therefore lands in the
-    cache. The whole cache entry is built in a temporary folder and renamed into place, so
-    a crash never leaves a half-written entry behind. The cache key includes a SHA-256 of
-    the raw files, so changed data are re-processed.
+Raw TU files are read from ``<data root>/tudataset/<NAME>/raw/`` (read-only). Where they are
+missing and downloads are allowed (``hardneg run --download`` or ``HARDNEG_ALLOW_DOWNLOAD=1``),
+:func:`fetch_tu` downloads the data set's zip from the TU Dortmund collection and unpacks its
+``<NAME>_*.txt`` files there first. They are checked (:func:`validate_tu_raw`), linked into a
+writable cache folder and parsed by torch_geometric's ``TUDataset``, whose ``processed/``
+folder therefore lands in the cache. The whole cache entry is built in a temporary folder and
+renamed into place, so a crash never leaves a half-written entry behind. The cache key
+includes a SHA-256 of the raw files, so changed data are re-processed.
 
-Node features (REFERENCE section 3)
-    TU node labels, one-hot. Where a data set has none (IMDB-BINARY/MULTI), the one-hot
-    node degree when the maximum degree is below 1000, else the degree standardised by its
-    mean and std over the data set. Option ``node_features='constant'`` uses a constant 1
-    instead (what the original InfoGraph code did for such data sets).
-
-Model
-    GIN encoder with ``layers`` (3) layers of width ``hidden`` (32); each layer is
-    ``GINConv(MLP: Linear-ReLU-Linear) -> ReLU -> BatchNorm``. Graph embedding = sum pooling
-    of every layer's node states, concatenated (96-d); node embedding = the concatenated
-    node states (96-d). Local and global discriminators: ``3 x (Linear+ReLU)`` plus a linear
-    shortcut. All Linear layers Xavier-uniform with zero bias, as in the authors' code.
-
-Scores and masks
-    ``scores[n, g] = local(node n) . global(graph g)`` (raw dot product, no temperature).
-    Positive: ``(n, graph of n)``; negatives: ``(n, every other graph of the batch)``.
-    Masks are built with one indexed assignment (``pos[arange(N), batch] = True``); the
-    authors' per-node Python loop is kept as ``masks='loop'`` for the speed benchmark.
-
-Objective
-    Chosen by the run's LossSpec through :class:`hardneg.losses.Objective`: ``'jsd'``
-    (InfoGraph's Jensen-Shannon estimator; ``beta``/``tau_plus`` give the hard/debiased
-    variants; ``jsd_convention`` 'derived' or 'authors') or ``'infonce'`` on the same raw
-    scores. Diagnostic labels: a node carries its graph's class.
-
-Evaluation
-    Graph embeddings (encoder output, eval mode) of the whole data set, then the nested-CV
-    RBF-SVC probe :func:`hardneg.evaluation.svc.svc_nested_cv` seeded by the run seed;
-    metric ``svc_acc`` in percent (mean over outer folds), ``std`` over outer folds,
-    at the last epoch. ``epochs=0`` gives the random-init floor.
+Node features (Sun et al., ICLR 2020; Robinson et al., ICLR 2021): TU node labels, one-hot.
+Where a data set has none (IMDB-BINARY/MULTI), the one-hot node degree when the maximum
+degree is below 1000, else the degree standardised by its mean and std over the data set.
+Option ``node_features='constant'`` uses a constant 1 instead (the original InfoGraph code).
 """
 
 from __future__ import annotations
@@ -53,23 +26,21 @@ import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from torch import nn
 
-from hardneg.adapters import DataStatus, Metric, ModalityAdapter, Option, RunContext, ScoreBatch
 from hardneg.data import cache_dir, download, downloads_allowed, fingerprint_files
 from hardneg.errors import ConfigError, DataError
 
-#: data sets this adapter knows by name (the paper's and the common TU benchmarks)
 KNOWN_DATASETS = ("MUTAG", "PTC_MR", "PROTEINS", "ENZYMES", "NCI1", "IMDB-BINARY", "IMDB-MULTI",
                   "DD", "REDDIT-BINARY", "REDDIT-MULTI-5K", "COLLAB")
 CUSTOM_PREFIX = "tu:"           # 'tu:NAME' loads any other TU data set placed under the data root
 REQUIRED_FILES = ("A", "graph_indicator", "graph_labels")
 OPTIONAL_PER_NODE = ("node_labels", "node_attributes")
+OPTIONAL_PER_EDGE = ("edge_labels", "edge_attributes")
 TU_URL = "https://www.chrsmrrs.com/graphkerneldatasets/{name}.zip"
 _NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 CACHE_FORMAT = 1                # bump when the packed layout changes
@@ -98,26 +69,46 @@ def _expected_files_text(name: str) -> str:
     return f"expected {req} (optional: {opt})"
 
 
-def _read_int_table(path: Path, ncols: int | None = None) -> np.ndarray:
-    """Comma-separated integers, one row per line; DataError naming the file on bad content."""
+def _first_bad_line(path: Path, integer: bool) -> tuple[int, str] | None:
+    """(line number, text) of the first non-blank line that is not comma-separated numbers."""
+    with open(path, "r", encoding="utf-8", errors="replace") as fh:
+        for lineno, line in enumerate(fh, 1):
+            if not line.strip():
+                continue
+            for cell in line.split(","):
+                try:
+                    v = float(cell)
+                except ValueError:
+                    return lineno, line.rstrip("\n")
+                if not np.isfinite(v) or (integer and v != round(v)):
+                    return lineno, line.rstrip("\n")
+    return None
+
+
+def _read_table(path: Path, ncols: int | None = None, *, integer: bool = True) -> np.ndarray:
+    """Comma-separated numbers, one row per line (integers unless ``integer=False``).
+
+    A file that does not parse raises :class:`DataError` naming the file, the first bad line's
+    number and its text.
+    """
     import pandas as pd
+    kind = "integers" if integer else "numbers"
     try:
         df = pd.read_csv(path, header=None, sep=",", skipinitialspace=True, dtype=np.float64)
     except pd.errors.EmptyDataError:
-        raise DataError(f"{path} is empty; allowed: one comma-separated row of integers per line") from None
+        raise DataError(f"{path} is empty; allowed: one comma-separated row of {kind} per line") from None
     except (ValueError, pd.errors.ParserError) as exc:
-        raise DataError(f"{path} cannot be parsed as comma-separated integers ({exc})") from None
+        bad = _first_bad_line(path, integer)
+        where = f"line {bad[0]} is {bad[1]!r}" if bad else f"({exc})"
+        raise DataError(f"{path} cannot be parsed as comma-separated {kind}: {where}") from None
     arr = df.to_numpy()
     if ncols is not None and arr.shape[1] != ncols:
         raise DataError(f"{path} has {arr.shape[1]} column(s) per line; allowed: {ncols}")
-    if not np.isfinite(arr).all() or (arr != np.round(arr)).any():
-        raise DataError(f"{path} holds missing or non-integer values; allowed: integers")
-    return arr.astype(np.int64)
-
-
-def _count_lines(path: Path) -> int:
-    with open(path, "rb") as fh:
-        return sum(1 for line in fh if line.strip())
+    if not np.isfinite(arr).all() or (integer and (arr != np.round(arr)).any()):
+        bad = _first_bad_line(path, integer)
+        where = f": line {bad[0]} is {bad[1]!r}" if bad else ""
+        raise DataError(f"{path} holds missing or non-{kind[:-1]} values{where}; allowed: {kind}")
+    return arr.astype(np.int64) if integer else arr
 
 
 def validate_tu_raw(raw_dir: Path, name: str) -> dict[str, int]:
@@ -125,8 +116,10 @@ def validate_tu_raw(raw_dir: Path, name: str) -> dict[str, int]:
 
     Checks: the required files exist; the graph indicator is non-decreasing with ids
     ``1..G`` where ``G`` = number of graph labels, and every graph has at least one node;
-    per-node files have one line per node; edge endpoints lie in ``1..N`` and never join
-    two different graphs. Raises :class:`DataError` naming the file and the problem.
+    every file parses as comma-separated numbers (labels and the structure as integers), with
+    one line per node, edge or graph as its name says; edge endpoints lie in ``1..N`` and
+    never join two different graphs. Raises :class:`DataError` naming the file and the
+    problem (for a line that does not parse, its number and text).
     """
     raw_dir = Path(raw_dir)
     if not raw_dir.is_dir():
@@ -137,8 +130,8 @@ def validate_tu_raw(raw_dir: Path, name: str) -> dict[str, int]:
     if missing:
         raise DataError(f"TU data set {name!r}: missing raw file(s) {', '.join(missing)} in {raw_dir}; "
                         f"{_expected_files_text(name)} (run with --download to fetch {TU_URL.format(name=name)})")
-    ind = _read_int_table(raw_dir / f"{name}_graph_indicator.txt", 1)[:, 0]
-    labels = _read_int_table(raw_dir / f"{name}_graph_labels.txt", 1)[:, 0]
+    ind = _read_table(raw_dir / f"{name}_graph_indicator.txt", 1)[:, 0]
+    labels = _read_table(raw_dir / f"{name}_graph_labels.txt", 1)[:, 0]
     n_nodes, n_graphs = len(ind), len(labels)
     f_ind = f"{name}_graph_indicator.txt"
     if (np.diff(ind) < 0).any():
@@ -157,9 +150,18 @@ def validate_tu_raw(raw_dir: Path, name: str) -> dict[str, int]:
                         f"(graph ids {shown}); every graph needs at least one node")
     for f in OPTIONAL_PER_NODE:
         p = raw_dir / f"{name}_{f}.txt"
-        if p.is_file() and (k := _count_lines(p)) != n_nodes:
+        if p.is_file() and (k := len(_read_table(p, integer=f.endswith("labels")))) != n_nodes:
             raise DataError(f"{p.name} has {k} line(s) but {f_ind} lists {n_nodes} node(s); they must match")
-    edges = _read_int_table(raw_dir / f"{name}_A.txt", 2)
+    edges = _read_table(raw_dir / f"{name}_A.txt", 2)
+    for f in OPTIONAL_PER_EDGE:
+        p = raw_dir / f"{name}_{f}.txt"
+        if p.is_file() and (k := len(_read_table(p, integer=f.endswith("labels")))) != len(edges):
+            raise DataError(f"{p.name} has {k} line(s) but {name}_A.txt lists {len(edges)} edge(s); "
+                            "they must match")
+    p = raw_dir / f"{name}_graph_attributes.txt"
+    if p.is_file() and (k := len(_read_table(p, integer=False))) != n_graphs:
+        raise DataError(f"{p.name} has {k} line(s) but {name}_graph_labels.txt lists {n_graphs} graph(s); "
+                        "they must match")
     if len(edges):
         if edges.min() < 1 or edges.max() > n_nodes:
             raise DataError(f"{name}_A.txt refers to node ids {edges.min()}..{edges.max()}; allowed: "
@@ -419,241 +421,3 @@ def load_tu(data_root: Path, dataset: str, *, node_features: str = "auto", log=p
     num_nodes = int(packed["node_ptr"][-1])
     x, kind = _node_features(packed.get("x_labels"), packed["edge_index"], num_nodes, node_features)
     return PackedGraphs(x, packed["edge_index"], packed["node_ptr"], packed["edge_ptr"], packed["y"], kind), digest
-
-
-# ---------------------------------------------------------------------------------------
-# model
-# ---------------------------------------------------------------------------------------
-class GINEncoder(nn.Module):
-    """``layers`` x [GINConv(Linear-ReLU-Linear) -> ReLU -> BatchNorm]; sum-pool every layer.
-
-    forward -> (graph embedding (b, layers*hidden), node embedding (n, layers*hidden)).
-    """
-
-    def __init__(self, in_dim: int, hidden: int = 32, layers: int = 3) -> None:
-        super().__init__()
-        from torch_geometric.nn import GINConv
-        self.convs = nn.ModuleList()
-        self.bns = nn.ModuleList()
-        for i in range(layers):
-            mlp = nn.Sequential(nn.Linear(in_dim if i == 0 else hidden, hidden), nn.ReLU(),
-                                nn.Linear(hidden, hidden))
-            self.convs.append(GINConv(mlp))
-            self.bns.append(nn.BatchNorm1d(hidden))
-        self.out_dim = hidden * layers
-
-    def forward(self, x: torch.Tensor, edge_index: torch.Tensor, batch: torch.Tensor, num_graphs: int
-                ) -> tuple[torch.Tensor, torch.Tensor]:
-        from torch_geometric.nn import global_add_pool
-        states = []
-        for conv, bn in zip(self.convs, self.bns):
-            x = bn(F.relu(conv(x, edge_index)))
-            states.append(x)
-        node = torch.cat(states, 1)
-        return global_add_pool(node, batch, size=num_graphs), node
-
-
-class Discriminator(nn.Module):
-    """``3 x (Linear+ReLU)`` plus a linear shortcut: ``f(h) = block(h) + W h``."""
-
-    def __init__(self, dim: int) -> None:
-        super().__init__()
-        self.block = nn.Sequential(nn.Linear(dim, dim), nn.ReLU(), nn.Linear(dim, dim), nn.ReLU(),
-                                   nn.Linear(dim, dim), nn.ReLU())
-        self.shortcut = nn.Linear(dim, dim)
-
-    def forward(self, h: torch.Tensor) -> torch.Tensor:
-        return self.block(h) + self.shortcut(h)
-
-
-class InfoGraphModel(nn.Module):
-    """GIN encoder plus local (node) and global (graph) discriminators."""
-
-    def __init__(self, in_dim: int, hidden: int = 32, layers: int = 3,
-                 generator: torch.Generator | None = None) -> None:
-        super().__init__()
-        self.encoder = GINEncoder(in_dim, hidden, layers)
-        self.local_d = Discriminator(self.encoder.out_dim)
-        self.global_d = Discriminator(self.encoder.out_dim)
-        for m in self.modules():
-            if isinstance(m, nn.Linear):
-                nn.init.xavier_uniform_(m.weight, generator=generator)
-                nn.init.zeros_(m.bias)
-
-    def forward(self, b: GraphBatch) -> tuple[torch.Tensor, torch.Tensor]:
-        """(local node codes (n, D), global graph codes (b, D))."""
-        g, node = self.encoder(b.x, b.edge_index, b.batch, b.num_graphs)
-        return self.local_d(node), self.global_d(g)
-
-    @torch.no_grad()
-    def embed(self, b: GraphBatch) -> torch.Tensor:
-        """Graph embeddings used downstream: the encoder's pooled output (not the discriminator)."""
-        return self.encoder(b.x, b.edge_index, b.batch, b.num_graphs)[0]
-
-
-def node_graph_masks(batch: torch.Tensor, num_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Positive mask ``pos[n, batch[n]] = True`` and negative mask ``~pos``, (n, num_graphs) bool."""
-    n = batch.numel()
-    pos = torch.zeros(n, num_graphs, dtype=torch.bool, device=batch.device)
-    pos[torch.arange(n, device=batch.device), batch] = True
-    return pos, ~pos
-
-
-def node_graph_masks_loop(batch: torch.Tensor, num_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """The authors' construction, one Python iteration per node (reference for speed and parity)."""
-    n = batch.numel()
-    pos = torch.zeros((n, num_graphs), device=batch.device)
-    neg = torch.ones((n, num_graphs), device=batch.device)
-    for nodeidx, graphidx in enumerate(batch):
-        pos[nodeidx][graphidx] = 1.
-        neg[nodeidx][graphidx] = 0.
-    return pos.bool(), neg.bool()
-
-
-# ---------------------------------------------------------------------------------------
-# adapter
-# ---------------------------------------------------------------------------------------
-class GraphAdapter(ModalityAdapter):
-    """InfoGraph on TU data sets; see the module docstring for the full contract."""
-
-    name = "graph"
-    options = {
-        "hidden": Option(32, "GIN hidden width per layer", low=1, high=4096),
-        "layers": Option(3, "number of GIN layers (embedding = hidden * layers)", low=1, high=16),
-        "node_features": Option("auto", "'auto': one-hot node labels, else degree (REFERENCE); "
-                                "'constant': a constant 1 per node (original InfoGraph code)",
-                                choices=("auto", "constant")),
-        "shuffle": Option("epoch", "'epoch': reshuffle graphs every epoch; 'once': one seeded shuffle, "
-                          "then the same batches every epoch (the authors' DataLoader)",
-                          choices=("epoch", "once")),
-        "scores": Option("raw", "node-graph scores: 'raw' dot products of the discriminator codes (InfoGraph) "
-                         "or 'cosine' of the L2-normalised codes, bounded in [-1, 1] (the loss divides by "
-                         "loss.temperature), so that hardness weights exp(beta * s / t) can tilt",
-                         choices=("raw", "cosine")),
-        "masks": Option("vectorized", "positive/negative mask construction; 'loop' is the authors' "
-                        "per-node Python loop (same result, for the speed benchmark)",
-                        choices=("vectorized", "loop")),
-        "svc_outer_folds": Option(10, "outer stratified folds of the SVC probe", low=2, high=50),
-        "svc_inner_folds": Option(5, "inner folds choosing C of the SVC probe", low=2, high=20),
-    }
-    default_loss = {"objective": "jsd", "temperature": 1.0, "tau_plus": 0.0, "beta": 0.0}
-    headline_metrics = ("svc_acc",)
-
-    def __init__(self) -> None:
-        self.data: PackedGraphs | None = None
-        self._order: torch.Tensor | None = None
-
-    # ---- discovery ---------------------------------------------------------------------
-    def datasets(self) -> list[str]:
-        return list(KNOWN_DATASETS)
-
-    def accepts_custom_dataset(self, dataset: str) -> bool:
-        return dataset.startswith(CUSTOM_PREFIX) and bool(_NAME_RE.match(dataset[len(CUSTOM_PREFIX):]))
-
-    def check_data(self, data_root: Path) -> list[DataStatus]:
-        out = []
-        for name in self.datasets():
-            raw = tu_raw_dir(data_root, name)
-            missing = _missing_required(raw, name)
-            detail = "" if not missing else f"missing {', '.join(missing)} (from {TU_URL.format(name=name)})"
-            out.append(DataStatus(name, not missing, str(raw), detail))
-        return out
-
-    def fetch_data(self, data_root: Path, dataset: str, options=None, *, allow: bool | None = True,
-                   log=print) -> None:
-        """The TU zip of ``dataset`` unpacked into its raw folder, unless its files are there."""
-        self.check_dataset(dataset)
-        name = tu_name(dataset)
-        if _missing_required(tu_raw_dir(Path(data_root), name), name):
-            fetch_tu(Path(data_root), name, allow=allow, log=log)
-
-    # ---- the run -----------------------------------------------------------------------
-    def prepare(self, run: RunContext) -> None:
-        self.check_dataset(run.spec.dataset)
-        data, digest = load_tu(run.data_root, run.spec.dataset, node_features=run.options["node_features"],
-                               log=run.log)
-        if int(data.y.max()) < 1:
-            raise DataError(f"TU data set {run.spec.dataset!r} has a single graph class; the SVC probe "
-                            "needs at least two")
-        self.data = data.to(run.device)
-        run.data_checksums[f"tudataset/{tu_name(run.spec.dataset)}"] = digest
-        run.details["graph"] = {"graphs": data.num_graphs, "nodes": int(data.node_ptr[-1]),
-                              "edges": int(data.edge_index.size(1)), "features": data.feature_kind,
-                              "feature_dim": int(data.x.size(1)), "classes": int(data.y.max()) + 1}
-        run.log(f"graph: {run.spec.dataset}: {run.details['graph']}")
-        if run.options["shuffle"] == "once":
-            self._order = torch.randperm(data.num_graphs, generator=run.generator)
-
-    def build_model(self, run: RunContext) -> nn.Module:
-        assert self.data is not None, "prepare() must run before build_model()"
-        model = InfoGraphModel(int(self.data.x.size(1)), run.options["hidden"], run.options["layers"],
-                               generator=run.generator)
-        return model.to(run.device)
-
-    def train_batches(self, run: RunContext, epoch: int) -> Iterator[GraphBatch]:
-        assert self.data is not None, "prepare() must run before train_batches()"
-        G, bs = self.data.num_graphs, run.spec.train.batch_size
-        order = self._order if self._order is not None else torch.randperm(G, generator=run.generator)
-        chunks = list(torch.split(order, bs))
-        if len(chunks) > 1 and len(chunks[-1]) < 2:
-            # a one-graph batch has no negatives; fold it into the previous batch
-            last = chunks.pop()
-            chunks[-1] = torch.cat([chunks[-1], last])
-            run.count("merged_single_graph_batches")
-        cap = run.spec.train.max_steps_per_epoch
-        for k, ids in enumerate(chunks):
-            if cap and k >= cap:
-                break
-            yield gather_graphs(self.data, ids)
-
-    def score_batch(self, model: nn.Module, batch: GraphBatch, run: RunContext) -> ScoreBatch:
-        local, glob = model(batch)
-        cosine = run.options["scores"] == "cosine"
-        if cosine:
-            local, glob = F.normalize(local, dim=1), F.normalize(glob, dim=1)
-        scores = local @ glob.t()                      # (nodes, graphs): inner products or cosines
-        build = node_graph_masks_loop if run.options["masks"] == "loop" else node_graph_masks
-        pos, neg = build(batch.batch, batch.num_graphs)
-        return ScoreBatch(scores=scores, pos_mask=pos, neg_mask=neg, score_kind="cosine" if cosine else "raw",
-                          anchor_labels=batch.y[batch.batch], candidate_labels=batch.y,
-                          num_samples=batch.num_graphs)
-
-    def count_samples(self, batch: GraphBatch) -> int:
-        """Throughput counts graphs, not nodes (the anchors of the loss)."""
-        return batch.num_graphs
-
-    def embed_all(self, model: nn.Module, run: RunContext, batch_size: int = 512) -> tuple[np.ndarray, np.ndarray]:
-        """Graph embeddings (eval mode) and labels of the whole data set, in file order."""
-        assert self.data is not None
-        was_training = model.training
-        model.eval()
-        try:
-            ids = torch.arange(self.data.num_graphs, device=self.data.y.device)
-            embs = [model.embed(gather_graphs(self.data, chunk)).float().cpu() for chunk in torch.split(ids, batch_size)]
-        finally:
-            model.train(was_training)
-        return torch.cat(embs).numpy(), self.data.y.cpu().numpy()
-
-    def trivial_baselines(self, run: RunContext) -> list[Metric]:
-        """Majority-class accuracy on the same seeded outer folds as the SVC probe."""
-        from hardneg.evaluation.svc import majority_baseline
-        assert self.data is not None
-        acc = majority_baseline(self.data.y.cpu().numpy(), seed=run.spec.seed,
-                                outer_folds=run.options["svc_outer_folds"])
-        return [Metric("svc_acc", 100.0 * acc, split="cv", selection="trivial",
-                       protocol="majority class of each outer training part, on the SVC probe's outer folds")]
-
-    def evaluate(self, model: nn.Module, run: RunContext) -> list[Metric]:
-        from hardneg.evaluation.svc import svc_nested_cv
-        X, y = self.embed_all(model, run)
-        res = svc_nested_cv(X, y, seed=run.spec.seed, outer_folds=run.options["svc_outer_folds"],
-                            inner_folds=run.options["svc_inner_folds"])
-        run.details["svc"] = {"fold_accuracies": res.fold_accuracies, "chosen_C": res.chosen_C}
-        protocol = res.protocol() + "; accuracy in percent; std over outer folds"
-        return [Metric("svc_acc", 100.0 * res.mean, split="cv", protocol=protocol,
-                       selection="last-epoch", std=100.0 * res.std)]
-
-
-__all__ = ["GraphAdapter", "InfoGraphModel", "GINEncoder", "Discriminator", "PackedGraphs", "GraphBatch",
-           "gather_graphs", "node_graph_masks", "node_graph_masks_loop", "validate_tu_raw", "load_tu",
-           "build_tu_cache", "fetch_tu", "KNOWN_DATASETS"]
