@@ -580,10 +580,15 @@ def jsd_loss(
     is ``exp(-2 beta q / max|q|)`` (favouring *easy* negatives), normalised by the row mean
     over all columns, the positive term carries ``-tau_plus/(1-tau_plus) softplus(p)`` (the
     opposite sign of the debiasing identity), no floor; their code fixes tau_plus = 0.5 and t = 1.
+    It also keeps their float32 expressions: ``softplus(q)`` is computed as
+    ``softplus(-q) + q``, whose gradient is exactly zero for q below about -17, so at
+    beta = tau_plus = 0 it is InfoGraph's JSD as their code trains it, which differs from
+    the exact-gradient JSD of the other two conventions (the parity baseline).
 
-    The positive term is ``softplus(-l)`` evaluated directly: written as
-    ``softplus(l) - l`` its gradient is exactly zero in float32 once l exceeds about 17,
-    where the true gradient is ``-exp(-l)``, which Adam's normalisation can still act on.
+    In 'derived' and 'logit' both terms have exact gradients: the positive term is
+    ``softplus(-l)`` evaluated directly (written as ``softplus(l) - l`` its gradient is
+    exactly zero in float32 once l exceeds about 17, where the true one is ``-exp(-l)``,
+    which Adam's normalisation can still act on) and the negative term ``softplus(l)``.
     Scores that are not finite raise :class:`HardnegError`, naming the count.
     """
     check_range("beta", beta, low=0.0)
@@ -604,24 +609,28 @@ def jsd_loss(
     tau = float(tau_plus)
     diag: dict[str, float] = {}
     if convention == "authors":
+        # their float32 expressions, not only their mathematics: softplus(x) is written
+        # softplus(-x) + x, whose gradient 1 - sigmoid(-x) is exactly 0 below x ~ -17, so
+        # negatives scored below -17 stop being pushed (Adam would still act on exp(x))
         a_cnt, c_cnt = q.shape
         p_mat = q * pos_mask.to(q.dtype)
         q_mat = q * neg_mask.to(q.dtype)
+        sp_neg = F.softplus(-q_mat) + q_mat
         e_pos = LOG2 - F.softplus(-p_mat)
         if beta == 0.0 and tau == 0.0:
-            e_neg = F.softplus(q_mat) - LOG2
+            e_neg = sp_neg - LOG2
             log_w = torch.zeros_like(q)
         else:
-            e_pos = e_pos - (tau / (1.0 - tau)) * F.softplus(p_mat)
+            e_pos = e_pos - (tau / (1.0 - tau)) * (F.softplus(-p_mat) + p_mat)
             if beta == 0.0:
-                e_neg = (F.softplus(q_mat) - LOG2) / (1.0 - tau)
+                e_neg = (sp_neg - LOG2) / (1.0 - tau)
                 log_w = torch.zeros_like(q)
             else:
                 scale = torch.maximum(q_mat.max(), q_mat.min().abs())
                 log_w = beta * (-2.0 * q_mat / scale)
                 w = log_w.exp()
                 w = w / w.mean(dim=1, keepdim=True)
-                e_neg = w * F.softplus(q_mat) / (1.0 - tau) - LOG2
+                e_neg = w * sp_neg / (1.0 - tau) - LOG2
         per_anchor = e_neg.sum(1) / (c_cnt - 1) - e_pos.sum(1)
     else:
         sp_q = softplus(q)                                    # the one full-matrix softplus

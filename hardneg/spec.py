@@ -147,6 +147,8 @@ class RunSpec:
             name = f"debiased-{base}"
         else:
             name = f"hard-{base}"
-        if base == "jsd" and self.loss.jsd_convention in ("authors", "logit") and name != "jsd":
+        if base == "jsd" and (self.loss.jsd_convention == "authors"
+                              or (self.loss.jsd_convention == "logit" and name != "jsd")):
+            # the authors' plain JSD is their float32 numerics, a baseline of its own
             name += f"-{self.loss.jsd_convention}"
         return name
