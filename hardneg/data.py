@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import os
-import secrets
 import shutil
 import tempfile
 import urllib.error
@@ -30,6 +29,7 @@ import urllib.request
 from pathlib import Path
 from typing import Iterable
 
+from . import atomic
 from .errors import DataError
 
 ENV_DATA = "HARDNEG_DATA"
@@ -123,16 +123,6 @@ def download(url: str, dest: str | os.PathLike, *, sha256: str | None = None,
     return dest
 
 
-def temp_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
-    """A temporary path beside ``path``, unique to this process and call, for write-then-rename.
-
-    Several runners (``--jobs N``, or two suites at once) share the cache, so a fixed
-    temporary name would let one writer rename another's half of a write away.
-    """
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
-
-
 def fingerprint_files(paths: Iterable[str | os.PathLike], *, root: str | os.PathLike | None = None) -> str:
     """A SHA-256 over the contents of ``paths`` (sorted), cached by (path, size, mtime).
 
@@ -158,10 +148,5 @@ def fingerprint_files(paths: Iterable[str | os.PathLike], *, root: str | os.Path
         rel = f.relative_to(root) if root is not None else f.name
         h.update(f"{rel}\0{digest}\n".encode())
     if changed:
-        tmp = temp_sibling(cache_file)
-        try:
-            tmp.write_text(json.dumps(index))
-            os.replace(tmp, cache_file)     # a concurrent writer's index may win; both are valid
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic.write_text(cache_file, json.dumps(index))   # a concurrent writer's index may win; both are valid
     return h.hexdigest()

@@ -62,6 +62,7 @@ import torch
 from torch import nn
 
 from hardneg.adapters import DataStatus, Metric, ModalityAdapter, Option, RunContext, ScoreBatch
+from hardneg.data import fingerprint_files
 from hardneg.errors import ConfigError, DataError
 from hardneg.evaluation import senteval
 
@@ -91,7 +92,7 @@ class SentenceAdapter(ModalityAdapter):
     options = {
         "encoder": Option("qt-gru", "sentence encoder", choices=ENCODERS),
         "score": Option("raw", "'raw' f.g inner product (original QT) or 'cosine' (normalised; "
-                               "loss.temperature applies)", choices=("raw", "cosine")),
+                               "loss.temperature applies)", choices=("raw", "cosine"), training_only=True),
         "hidden": Option(256, "GRU hidden size per direction", low=8, high=8192),
         "emb_dim": Option(128, "QT word-embedding size", low=4, high=4096),
         "vocab_size": Option(20000, "QT vocabulary: most frequent training tokens (+ <pad>, <unk>)",
@@ -131,6 +132,15 @@ class SentenceAdapter(ModalityAdapter):
         if missing:
             ok, detail = False, detail + "; SentEval files missing: " + ", ".join(map(str, missing))
         return [DataStatus("books", ok, str(books), detail)]
+
+    def data_fingerprint(self, data_root: Path, dataset: str, options) -> dict[str, str] | None:
+        """``{'books': SHA-256 of the book files}``, as :meth:`prepare` records it (None if absent).
+        The SentEval files are not fingerprinted (runs do not record them)."""
+        try:
+            files = book_files(Path(data_root) / "books")
+        except DataError:
+            return None
+        return {"books": fingerprint_files(files, root=Path(data_root) / "books")}
 
     # ---- prepare ----------------------------------------------------------------------
     def prepare(self, run: RunContext) -> None:
@@ -259,8 +269,7 @@ class SentenceAdapter(ModalityAdapter):
             f, g = nn.functional.normalize(f, dim=1), nn.functional.normalize(g, dim=1)
         scores = f @ g.T
         pos, neg = neighbour_masks(scores.shape[0], scores.device)
-        return ScoreBatch(scores, pos, neg, score_kind="cosine" if cosine else "raw",
-                          num_samples=scores.shape[0])
+        return ScoreBatch(scores, pos, neg, score_kind="cosine" if cosine else "raw")
 
     # ---- evaluation ---------------------------------------------------------------------
     def encoder_fn(self, model: nn.Module, run: RunContext):
