@@ -84,8 +84,13 @@ def dry_run(suite: Suite, folder: Path, *, data_root: str | os.PathLike | None =
                f"estimated for {len(todo) - unknown} pending run(s)"
                + (f" ({unknown} without an estimate)" if unknown else "") + f" = {_cpu_h(total)}")
     if budget_h:
-        summary += (f": OVER the suite's budget of {budget_h:g} CPU-hours by {(total / 3600 - budget_h):.2f}"
-                    if total / 3600 > budget_h else f": within the suite's budget of {budget_h:g} CPU-hours")
+        if total / 3600 > budget_h:
+            summary += f": OVER the suite's budget of {budget_h:g} CPU-hours by {(total / 3600 - budget_h):.2f}"
+        elif unknown:
+            summary += (f"; whether the suite fits its budget of {budget_h:g} CPU-hours is unknown until the "
+                        f"{unknown} run(s) without an estimate have one (--calibrate)")
+        else:
+            summary += f": within the suite's budget of {budget_h:g} CPU-hours"
     out.append(summary)
     if over:
         out.append(f"{over} pending run(s) exceed the per-run budget of {per_run_min:g} CPU-minutes")

@@ -351,11 +351,9 @@ def test_infonce_on_node_graph_scores(tmp_path, cache):
 
 
 def _context(tmp_path, spec):
-    from hardneg.adapters import RunContext
+    from hardneg.adapters import open_run
     a = GraphAdapter()
-    run = RunContext(spec=spec, options=a.resolve_options(spec.options), data_root=tmp_path,
-                     cache_dir=tmp_path / "c", device=torch.device("cpu"),
-                     generator=torch.Generator().manual_seed(spec.seed), log=lambda s: None)
+    run = open_run(a, spec, data_root=tmp_path, cache_dir=tmp_path / "c", device="cpu", log=lambda s: None)
     a.prepare(run)
     return a, run
 
