@@ -94,6 +94,9 @@ class Option:
     training_only: the option matters only while training (a view pipeline, a training-only
         score form): a suite's ``random_init`` floor is then made once, with the option's
         un-swept value, instead of once per swept value.
+    added_later: the option was added after records existed. A run id hashes the resolved
+        options, so adding one changes every id; a finished record written before it existed
+        (without the key) is then recognised as the run with the option at its default.
 
     NaN and inf are refused for every numeric option.
     """
@@ -107,6 +110,7 @@ class Option:
     low_inclusive: bool = True
     high_inclusive: bool = True
     training_only: bool = False
+    added_later: bool = False
 
     def check(self, key: str, value: Any, where: str = "") -> Any:
         """``value`` if allowed (an int widened to float for a float option), else ConfigError."""

@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Callable
 
 from .config import Suite
-from .estimate import EtaModel, calibrate as calibrate_job, calibration_key, cpu_seconds, fmt_s
+from .estimate import EtaModel, calibrate as calibrate_job, calibration_key, cpu_seconds, fmt_s, option_defaults
 from .runner import changed_lines, inspect_folder, plan
 from .spec import RunSpec
 
@@ -32,8 +32,9 @@ def dry_run(suite: Suite, folder: Path, *, data_root: str | os.PathLike | None =
     state = inspect_folder(Path(folder), jobs, data_root)
     todo = state.pending(jobs, on_changed)
     eta = EtaModel()
+    defaults = option_defaults(jobs)
     for rec in state.history:
-        eta.add_record(rec)
+        eta.add_record(rec, defaults)
     out = [f"suite {suite.name}: {len(jobs)} runs, {len(jobs) - len(todo)} done, {len(todo)} pending; "
            f"records in {folder} (a dry run writes nothing)"]
     for msg in state.unreadable:

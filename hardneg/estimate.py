@@ -21,6 +21,7 @@ CPU time is wall time times the run's torch threads (``train.threads``; 0 = ever
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import os
@@ -115,14 +116,21 @@ class EtaModel:
         self._by_kind.setdefault(kind(spec), []).append(
             _Sample(spec.train.epochs, spec.train.eval_every, wall_s, fixed, per_epoch, per_eval))
 
-    def add_record(self, rec: Mapping[str, Any]) -> None:
-        """Learn from a finished record read from disk (ok records with a wall time only)."""
+    def add_record(self, rec: Mapping[str, Any], option_defaults: Mapping[str, Mapping[str, Any]] | None = None
+                   ) -> None:
+        """Learn from a finished record read from disk (ok records with a wall time only).
+
+        ``option_defaults`` (modality -> option -> default) fills options a record predates,
+        so that it counts as the same kind as a run of today's suite with those defaults."""
         if rec.get("status") != "ok" or not isinstance(rec.get("wall_time_s"), (int, float)):
             return
         try:
             spec = RunSpec.from_dict(rec["spec"])
         except (KeyError, TypeError):
             return
+        defaults = (option_defaults or {}).get(spec.modality)
+        if defaults:
+            spec = dataclasses.replace(spec, options={**defaults, **dict(spec.options)})
         self.add(spec, float(rec["wall_time_s"]), rec)
 
     def add_calibration(self, spec: RunSpec, cal: Calibration) -> None:
@@ -162,6 +170,11 @@ class EtaModel:
             return None
         fill = sum(known) / len(known)
         return sum(fill if e is None else e.seconds for e in est)
+
+
+def option_defaults(jobs: Sequence[Job]) -> dict[str, dict[str, Any]]:
+    """modality -> the adapter's option defaults, for :meth:`EtaModel.add_record`."""
+    return {j.spec.modality: {k: o.default for k, o in j.adapter.options.items()} for j in jobs}
 
 
 def fmt_s(seconds: float | None) -> str:

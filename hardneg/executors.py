@@ -20,6 +20,7 @@ already written stay.
 from __future__ import annotations
 
 import abc
+import dataclasses
 import hashlib
 import os
 import sys
@@ -45,6 +46,18 @@ class Job:
     spec: RunSpec
     adapter: type
     method: str
+
+    @property
+    def record_ids(self) -> tuple[str, ...]:
+        """Run ids a finished record of this job may carry: its own, and the id it had before
+        options declared ``added_later`` existed (the spec without them, where at their default)."""
+        opts = getattr(self.adapter, "options", {})
+        older = {k: v for k, v in self.spec.options.items()
+                 if not (k in opts and opts[k].added_later and v == opts[k].default)}
+        ids = [self.spec.run_id]
+        if len(older) < len(self.spec.options):
+            ids.append(dataclasses.replace(self.spec, options=older).run_id)
+        return tuple(ids)
 
     @property
     def label(self) -> str:

@@ -44,7 +44,7 @@ from . import record
 from .adapters import adapter_class
 from .config import Suite
 from .errors import ConfigError, HardnegError
-from .estimate import EtaModel, fmt_s
+from .estimate import EtaModel, fmt_s, option_defaults
 from .executors import Executor, Job, Outcome, RunTask, make_executor
 from .record import ResultsError
 from .spec import RunSpec
@@ -197,7 +197,7 @@ def inspect_folder(folder: Path, jobs: Sequence[Job], data_root: str | os.PathLi
     state = FolderState()
     if not folder.is_dir():
         return state
-    by_id = {j.spec.run_id: j for j in jobs}
+    by_id = {rid: j for j in jobs for rid in reversed(j.record_ids)}   # its own id wins
     fingerprints: dict[str, dict[str, str] | None] = {}
     good, bad = record.scan(folder)
     for exc in bad:
@@ -211,14 +211,18 @@ def inspect_folder(folder: Path, jobs: Sequence[Job], data_root: str | os.PathLi
         state.unreadable.append(msg)
     from .data import resolve_data_root
     root = resolve_data_root(data_root)
-    for path, rec in good:
+    def own_first(item: tuple[Path, dict[str, Any]]) -> int:
+        job = by_id.get(item[1].get("run_id"))
+        return 0 if job is not None and job.spec.run_id == item[1].get("run_id") else 1
+
+    for path, rec in sorted(good, key=own_first):
         if rec.get("status") == "ok":
             state.history.append(rec)
         job = by_id.get(rec.get("run_id"))
         if job is None:
             state.foreign += 1
             continue
-        if rec.get("status") != "ok":
+        if rec.get("status") != "ok" or job.spec.run_id in state.done:
             continue
         spec = job.spec
         key = json.dumps([spec.modality, spec.dataset, dict(spec.options)], sort_keys=True, default=str)
@@ -234,7 +238,7 @@ def inspect_folder(folder: Path, jobs: Sequence[Job], data_root: str | os.PathLi
             continue
         if not known:
             state.unchecked.append(rec["run_id"])
-        state.done[rec["run_id"]] = rec
+        state.done[job.spec.run_id] = rec
     return state
 
 
@@ -342,13 +346,18 @@ def run_suite(suite: Suite, *, results_dir: str | os.PathLike | None = None,
                 + "\nNothing was run. Pass --rerun-changed to rerun them (each old record is kept in "
                 f"{folder / '.superseded'}), or point --data-root at the data they were made from.")
         todo = state.pending(job_list, on_changed)
+        if on_changed == "rerun":       # records found under an older id are not replaced by the rerun's
+            for job, path, _ in state.changed:
+                if path.stem != job.spec.run_id and path.exists():
+                    record.set_aside(path, "superseded")
         summary.skipped = len(job_list) - len(todo)
         summary.rerun_changed = len(state.changed) if on_changed == "rerun" else 0
         summary.unchecked, summary.unreadable = len(state.unchecked), state.unreadable
         summary.foreign_records = state.foreign
         eta = EtaModel()
+        defaults = option_defaults(job_list)
         for rec in state.history:
-            eta.add_record(rec)
+            eta.add_record(rec, defaults)
         for msg in state.unreadable:
             say(f"skipped: {msg}")
         say(f"suite {suite.name}: {len(job_list)} runs, {summary.skipped} already done, {len(todo)} to run"

@@ -514,7 +514,7 @@ class GraphAdapter(ModalityAdapter):
         "scores": Option("raw", "node-graph scores: 'raw' dot products of the discriminator codes (InfoGraph) "
                          "or 'cosine' of the L2-normalised codes, bounded in [-1, 1] (the loss divides by "
                          "loss.temperature), so that hardness weights exp(beta * s / t) can tilt",
-                         choices=("raw", "cosine"), training_only=True),
+                         choices=("raw", "cosine"), training_only=True, added_later=True),
         "masks": Option("vectorized", "positive/negative mask construction; 'loop' is the authors' "
                         "per-node Python loop (same result, for the speed benchmark)",
                         choices=("vectorized", "loop"), training_only=True),
