@@ -12,6 +12,7 @@ import pytest
 
 import toy_adapter
 from hardneg import atomic, record
+import hardneg.record.provenance  # noqa: F401  (record.provenance below)
 from hardneg.errors import ConfigError
 from hardneg.record import ResultsError, UnreadableRecord
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
@@ -195,31 +196,31 @@ def test_adapter_provenance_names_the_distribution(tmp_path, monkeypatch):
     (dist / "METADATA").write_text("Metadata-Version: 2.1\nName: plugin-dist\nVersion: 2.5\n")
     (dist / "top_level.txt").write_text("plugin_mod\n")
     monkeypatch.syspath_prepend(str(tmp_path))
-    record._module_distributions.cache_clear()
+    record.provenance._module_distributions.cache_clear()
     try:
         import plugin_mod
-        prov = record.adapter_provenance.__wrapped__(plugin_mod.P)
+        prov = record.provenance.adapter_provenance.__wrapped__(plugin_mod.P)
         assert (prov["distribution"], prov["version"]) == ("plugin-dist", "2.5")
-        assert record.adapter_provenance.__wrapped__(toy_adapter.ToyAdapter)["version"] is None
+        assert record.provenance.adapter_provenance.__wrapped__(toy_adapter.ToyAdapter)["version"] is None
     finally:
-        record._module_distributions.cache_clear()
+        record.provenance._module_distributions.cache_clear()
         sys.modules.pop("plugin_mod", None)
 
 
 def test_versions_are_looked_up_once_per_package(monkeypatch):
     calls: list[str] = []
-    real = record.metadata.version
+    real = record.provenance.metadata.version
 
     def counting(name):
         calls.append(name)
         return real(name)
 
-    record._dist_version.cache_clear()
-    monkeypatch.setattr(record.metadata, "version", counting)
+    record.provenance._dist_version.cache_clear()
+    monkeypatch.setattr(record.provenance.metadata, "version", counting)
     a, b = record.versions(), record.versions()
     assert a == b and a["torch"] and "python" in a and set(record.CORE_PACKAGES) <= set(a)
     assert len(calls) == len(set(calls))
-    record._dist_version.cache_clear()
+    record.provenance._dist_version.cache_clear()
 
 
 @pytest.mark.skipif(not COMMITTED, reason="no committed records")
