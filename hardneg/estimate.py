@@ -157,6 +157,14 @@ class EtaModel:
                             f"{'/'.join(map(str, from_epochs))} epochs")
         cal = self._calibrated.get(calibration_key(spec))
         if cal is not None:
+            fixed = [s for s in samples if s.fixed_s is not None]
+            if fixed:   # finished runs of this kind (floors) measured preparing and evaluating for real
+                fixed_s = sum(s.fixed_s for s in fixed) / len(fixed)
+                evals = [s.per_eval_s for s in fixed if s.per_eval_s is not None]
+                per_eval = sum(evals) / len(evals) if evals else cal.eval_s
+                seconds = fixed_s + e * cal.steps_per_epoch * cal.step_s + mid_evaluations(e, k) * per_eval
+                return Estimate(seconds, f"training steps calibrated on this machine; preparation and "
+                                         f"evaluation from {len(fixed)} finished run(s)")
             return Estimate(cal.estimate(spec), "calibrated on this machine")
         return None
 
@@ -243,8 +251,12 @@ def calibrate(job: Job, *, data_root: str | None = None, steps: int = 3, log: Ca
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     threads = spec.train.threads or torch.get_num_threads()
+    try:
+        load = f", load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores"
+    except OSError:
+        load = ""
     measured = (f"prepare {fmt_s(prepare_s)}, {n_batches} steps/epoch, {step_s:.3f}s/step "
-                f"({timed} steps after 1 warm-up), one evaluation {fmt_s(eval_s)}; {threads} thread(s)")
+                f"({timed} steps after 1 warm-up), one evaluation {fmt_s(eval_s)}; {threads} thread(s){load}")
     log(f"calibrated {spec.modality}/{spec.dataset} B={spec.train.batch_size} "
         f"({job.spec.run_id} and the runs sharing its configuration): {measured}")
     return Calibration(prepare_s, n_batches, step_s, eval_s, measured)
