@@ -120,7 +120,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
             ad = adapters.get(name)
             print(f"  {name:10s} data sets: {', '.join(ad.datasets())}")
             if ad.options:
-                print(f"  {'':10s} options: {', '.join(sorted(ad.options))}")
+                names = [k + ("*" if o.training_only else "") for k, o in sorted(ad.options.items())]
+                print(f"  {'':10s} options: {', '.join(names)}"
+                      + ("  (* training only)" if any(o.training_only for o in ad.options.values()) else ""))
         except HardnegError as exc:
             print(f"  {name:10s} (cannot be loaded: {exc})")
     print("suites:")

@@ -18,6 +18,8 @@ Contract of :func:`run_suite`:
   again and each old record is kept in ``.superseded/``. A record whose adapter version is
   unknown (schema 1 of a non-built-in adapter, or an adapter outside an installed
   distribution) cannot be checked: it is reused, and the summary says how many.
+- A record made before an adapter option existed (declared ``added_later``) carries the id the
+  spec had without it; it counts as the run with that option at its default (:attr:`Job.record_ids`).
 - A file that is not a readable record is named (path and reason) and skipped; if it sits
   where a planned run's record goes, that run counts as pending and the file is moved to
   ``.superseded/`` when the new record is written. A record of a newer schema is kept and
@@ -142,7 +144,6 @@ class FolderLock:
         self.release()
 
 
-
 # ---- the plan --------------------------------------------------------------------------------
 
 def plan(specs: Sequence[RunSpec]) -> list[Job]:
@@ -203,7 +204,7 @@ def inspect_folder(folder: Path, jobs: Sequence[Job], data_root: str | os.PathLi
     for exc in bad:
         stem, msg = exc.path.stem, str(exc)
         if isinstance(exc, record.NewerRecord) and stem in by_id:
-            state.done[stem] = {}
+            state.done[by_id[stem].spec.run_id] = {}
             msg += "; its run is not repeated"
         elif stem in by_id:
             msg += (f". It is where the record of planned run {stem} ({by_id[stem].label}) goes: that run is "
@@ -211,6 +212,7 @@ def inspect_folder(folder: Path, jobs: Sequence[Job], data_root: str | os.PathLi
         state.unreadable.append(msg)
     from .data import resolve_data_root
     root = resolve_data_root(data_root)
+
     def own_first(item: tuple[Path, dict[str, Any]]) -> int:
         job = by_id.get(item[1].get("run_id"))
         return 0 if job is not None and job.spec.run_id == item[1].get("run_id") else 1
@@ -229,7 +231,7 @@ def inspect_folder(folder: Path, jobs: Sequence[Job], data_root: str | os.PathLi
         if key not in fingerprints:
             try:
                 fingerprints[key] = job.adapter().data_fingerprint(root, spec.dataset, spec.options)
-            except HardnegError as exc:          # data missing now: the record cannot be checked
+            except (HardnegError, OSError) as exc:      # data unreadable now: the record cannot be checked
                 fingerprints[key] = None
                 state.unreadable.append(f"data of {spec.modality}/{spec.dataset} cannot be checked: {exc}")
         diffs, known = _differences(job, rec, fingerprints[key])

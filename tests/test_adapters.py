@@ -91,3 +91,13 @@ def test_plugin_api_is_importable_from_adapters():
     for key in ("objective", "beta", "tau_plus", "temperature", "floor", "hardness", "multi_positive",
                 "jsd_convention"):
         assert key in LossSpec.__doc__ and key in adapters.ModalityAdapter.__doc__ or key in LossSpec.__doc__
+
+
+def test_run_contexts_are_made_in_one_place():
+    """hardneg.context.open_run is the only place a run context is constructed (code, benchmarks, tests)."""
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    needle = "RunContext" + "("
+    calls = [p.relative_to(repo).as_posix() for folder in ("hardneg", "modalities", "benchmarks", "tests")
+             for p in (repo / folder).rglob("*.py") if needle in p.read_text().replace(f"class {needle}", "")]
+    assert calls == ["hardneg/context.py"]

@@ -61,6 +61,7 @@ def test_list_and_data_check(tmp_path, capsys, monkeypatch):
     assert cli.main(["list"]) == 0
     out = capsys.readouterr().out
     assert "toy" in out and "blobs4, blobs8" in out and "mine" in out and "10 runs over toy" in out
+    assert "jitter*" in out and "(* training only)" in out
     assert cli.main(["data", "check", "--modality", "toy", "--data-root", str(tmp_path)]) == 0
     out = capsys.readouterr().out
     assert "present  blobs4" in out and "MISSING  absent" in out and "never present" in out and "1 missing" in out
