@@ -107,6 +107,28 @@ def test_neighbour_masks():
     assert pos[2, 1] and pos[2, 3] and not pos[2, 0]
 
 
+def test_neighbour_masks_next_sentence_only():
+    """M = 1: the positive is the next sentence; the previous one is no negative; the last
+    sentence of the run is no anchor."""
+    pos, neg = neighbour_masks(5, positives="next")
+    assert pos.shape == neg.shape == (4, 5)
+    assert pos.sum(1).tolist() == [1, 1, 1, 1] and all(pos[i, i + 1] for i in range(4))
+    assert not neg[2, 1] and not neg[2, 2] and not neg[2, 3] and neg[2, 0] and neg[2, 4]
+    assert not (pos & neg).any()
+    with pytest.raises(ConfigError, match="positives='prev'"):
+        neighbour_masks(5, positives="prev")
+
+
+def test_bag_of_words_encoder_is_the_mean_of_its_embeddings():
+    torch.manual_seed(0)
+    m = QuickThought(30, 6, 5, False, recurrent=False)
+    ids, lens = torch.tensor([[4, 7, 9, 0], [3, 0, 0, 0]]), torch.tensor([3, 1])
+    f, g = m(ids, lens)
+    torch.testing.assert_close(f[0], m.f.emb.weight[[4, 7, 9]].mean(0))
+    torch.testing.assert_close(g[1], m.g.emb.weight[3])
+    assert m.out_dim == 12 and m.embed(ids, lens).shape == (2, 12)
+
+
 def test_consecutive_runs_never_cross_books():
     lengths = [10, 3, 25]
     runs, dropped = consecutive_runs(lengths, 4)
@@ -258,6 +280,38 @@ def test_execute_end_to_end(encoder, epochs):
     assert rec["method"] == {"random-bow": "random-bow"}.get(encoder, "hard-infonce")
     if epochs:
         assert rec["curves"][0]["steps"] == 4 and math.isfinite(rec["curves"][0]["loss"])
+
+
+@needs_data
+def test_trivial_baselines_of_the_tasks():
+    """Majority class per task and 'paraphrase' always on MRPC (test share 66.5%, F1 79.9)."""
+    from hardneg.evaluation import senteval
+    m = {x.name: x for x in senteval.trivial_metrics(senteval.trivial_baselines(DATA, seed=0, folds=10))}
+    assert m["MRPC_acc"].value == pytest.approx(100 * 1147 / 1725)
+    assert m["MRPC_f1"].value == pytest.approx(79.87, abs=0.01)
+    assert m["MR_acc"].value == pytest.approx(50.0, abs=0.02) and m["TREC_acc"].value == pytest.approx(18.8)
+    assert "STSB_spearman" not in m and all(x.selection == "trivial" for x in m.values())
+    assert m["core5_avg_acc"].value == pytest.approx(
+        sum(m[f"{t}_acc"].value for t in ("MR", "CR", "SUBJ", "MPQA", "TREC")) / 5)
+
+
+@needs_data
+def test_mid_training_evaluation_never_serves_the_final_one():
+    """The encodings cache is keyed by the weights: an evaluation after epoch 1 and the final
+    one after epoch 2 differ, and each equals a fresh evaluation of the same weights."""
+    from hardneg.train import execute
+    opts = {"encoder": "qt-bow", "max_sentences": 1200, "emb_dim": 8, "vocab_size": 2000, "tasks": ["STSB"],
+            "eval_subsample": 60}
+    spec = RunSpec("sentence", "books", 0, LossSpec(temperature=0.1), TrainSpec(epochs=2, batch_size=16,
+                   threads=1, eval_every=1), {**opts, "score": "cosine"})
+    rec = execute(spec, data_root=DATA, log=lambda s: None)
+    mid = rec["curves"][0]["eval_STSB_spearman"]
+    final = {m["metric"]: m["value"] for m in rec["metrics"]}["STSB_spearman"]
+    assert mid != final
+    no_cache = RunSpec("sentence", "books", 0, LossSpec(temperature=0.1), TrainSpec(epochs=2, batch_size=16,
+                       threads=1), {**opts, "score": "cosine", "eval_cache": False})
+    assert {m["metric"]: m["value"] for m in execute(no_cache, data_root=DATA, log=lambda s: None)["metrics"]
+            }["STSB_spearman"] == final
 
 
 @needs_data

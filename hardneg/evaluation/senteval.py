@@ -422,6 +422,51 @@ def evaluate(encode: Callable[[list[str]], np.ndarray], data_root: str | os.Path
     return results
 
 
+def trivial_baselines(data_root: str | os.PathLike, tasks: Sequence[str] = TASKS, *, seed: int = 0,
+                      folds: int = 10) -> list[TaskResult]:
+    """What a classifier that ignores its input scores under each task's own protocol.
+
+    MR, CR, SUBJ, MPQA: the majority class of each outer training part on its test fold (the
+    same seeded folds as :func:`nested_cv_accuracy`); TREC and SST2: the training split's
+    majority class on the test split; MRPC: answering 'paraphrase' always (accuracy = the
+    test set's paraphrase share, F1 = 2p / (1 + p) for that share p). STSB has none (a
+    constant similarity has no rank correlation) and is left out.
+    """
+    from sklearn.model_selection import StratifiedKFold
+    out = []
+    for t in tasks:
+        _check_task_name(t)
+        if t == "STSB":
+            continue
+        td = load_task(t, data_root)
+        if t in _BINARY_FILES:
+            xs, y = td.splits["all"]
+            outer = StratifiedKFold(n_splits=folds, shuffle=True, random_state=seed)
+            accs = [100.0 * float((y[te] == np.bincount(y[tr]).argmax()).mean())
+                    for tr, te in outer.split(np.zeros((len(y), 1)), y)]
+            out.append(TaskResult(t, {"acc": float(np.mean(accs))}, split="cv", n_train=len(y), n_test=len(y),
+                                  protocol=f"majority class of each outer training part, stratified {folds}-fold "
+                                           f"CV, seed {seed}"))
+        elif t == "MRPC":
+            (_, _), (_, yte) = td.splits["train"], td.splits["test"]
+            p = float(np.mean(yte == 1))
+            out.append(TaskResult(t, {"acc": 100.0 * p, "f1": 100.0 * 2 * p / (1 + p)}, n_test=len(yte),
+                                  protocol="'paraphrase' for every test pair"))
+        else:  # TREC, SST2
+            (_, ytr), (_, yte) = td.splits["train"], td.splits["test"]
+            values, counts = np.unique(ytr, return_counts=True)   # TREC labels are strings
+            maj = values[counts.argmax()]
+            out.append(TaskResult(t, {"acc": 100.0 * float((yte == maj).mean())}, n_train=len(ytr),
+                                  n_test=len(yte), protocol="the training split's majority class on the test split"))
+    return out
+
+
+def trivial_metrics(results: Sequence[TaskResult]) -> list:
+    """:func:`to_metrics` of :func:`trivial_baselines`, each labelled ``selection='trivial'``."""
+    from ..adapters import Metric
+    return [Metric(m.name, m.value, m.split, m.protocol, "trivial", m.std) for m in to_metrics(results)]
+
+
 def _pair_features(table: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
     u = _vecs(table, [a for a, _ in pairs])
     v = _vecs(table, [b for _, b in pairs])

