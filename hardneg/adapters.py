@@ -209,6 +209,8 @@ class ModalityAdapter(abc.ABC):
         headline_metrics: the metrics a report's verdict is about (empty: the first metric).
         transductive: the protocol pretrains on the evaluated inputs (labels unseen); see the
             module docstring.
+        retired_options: options the adapter no longer has, with the value records made while it
+            had them carry: such a record still counts as today's run (run ids hash the options).
     """
 
     name: ClassVar[str] = ""
@@ -216,6 +218,7 @@ class ModalityAdapter(abc.ABC):
     default_loss: ClassVar[Mapping[str, Any]] = {}
     headline_metrics: ClassVar[tuple[str, ...]] = ()
     transductive: ClassVar[bool] = False
+    retired_options: ClassVar[Mapping[str, Any]] = {}
 
     # ---- discovery -------------------------------------------------------------------
     @abc.abstractmethod

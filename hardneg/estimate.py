@@ -129,8 +129,9 @@ class EtaModel:
         except (KeyError, TypeError):
             return
         defaults = (option_defaults or {}).get(spec.modality)
-        if defaults:
-            spec = dataclasses.replace(spec, options={**defaults, **dict(spec.options)})
+        if defaults is not None:   # today's options only, those a record predates at their default
+            spec = dataclasses.replace(spec, options={**defaults, **{k: v for k, v in spec.options.items()
+                                                                     if k in defaults}})
         self.add(spec, float(rec["wall_time_s"]), rec)
 
     def add_calibration(self, spec: RunSpec, cal: Calibration) -> None:

@@ -49,14 +49,18 @@ class Job:
 
     @property
     def record_ids(self) -> tuple[str, ...]:
-        """Run ids a finished record of this job may carry: its own, and the id it had before
-        options declared ``added_later`` existed (the spec without them, where at their default)."""
+        """Run ids a finished record of this job may carry: its own first, then the ids the same
+        run had before options declared ``added_later`` existed (without them, where at their
+        default) and while the adapter's ``retired_options`` existed (with them)."""
         opts = getattr(self.adapter, "options", {})
+        retired = dict(getattr(self.adapter, "retired_options", {}))
         older = {k: v for k, v in self.spec.options.items()
                  if not (k in opts and opts[k].added_later and v == opts[k].default)}
         ids = [self.spec.run_id]
-        if len(older) < len(self.spec.options):
-            ids.append(dataclasses.replace(self.spec, options=older).run_id)
+        for options in (older, {**older, **retired}, {**self.spec.options, **retired}):
+            rid = dataclasses.replace(self.spec, options=options).run_id
+            if rid not in ids:
+                ids.append(rid)
         return tuple(ids)
 
     @property

@@ -16,8 +16,9 @@ from hardneg.losses import Objective
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 
 graph = pytest.importorskip("modalities.graph")
+tu_data = pytest.importorskip("modalities.graph.data")
 from modalities.graph import (GraphAdapter, InfoGraphModel, build_tu_cache, gather_graphs, load_tu,  # noqa: E402
-                              node_graph_masks, node_graph_masks_loop, validate_tu_raw)
+                              node_graph_masks, validate_tu_raw)
 
 DATA = Path(os.environ.get("HARDNEG_DATA", "/work/shared/data"))
 HAVE_TU = (DATA / "tudataset" / "MUTAG" / "raw" / "MUTAG_A.txt").is_file()
@@ -109,8 +110,40 @@ def test_mismatched_indicator_files(tmp_path, cache):
     with pytest.raises(DataError, match=r"edge \(1, \d+\) joins graphs 1 and 6"):
         validate_tu_raw(raw, "TOY4")
     (raw / "TOY4_A.txt").write_text("1, x\n")
-    with pytest.raises(DataError, match=r"TOY4_A\.txt cannot be parsed|TOY4_A\.txt holds"):
+    with pytest.raises(DataError, match=r"TOY4_A\.txt cannot be parsed as comma-separated integers: line 1 is '1, x'"):
         validate_tu_raw(raw, "TOY4")
+
+
+@pytest.mark.parametrize("which", ["node_labels", "edge_labels", "graph_labels"])
+def test_non_numeric_label_line_names_file_and_line(tmp_path, cache, which):
+    graphs = toy_graphs(6)
+    n_nodes = sum(g[0] for g in graphs)
+    raw = write_tu(tmp_path, "TOY5", graphs, node_labels=[0] * n_nodes)
+    n_edges = len((raw / "TOY5_A.txt").read_text().splitlines())
+    rows = {"node_labels": n_nodes, "edge_labels": n_edges, "graph_labels": len(graphs)}[which]
+    lines = ["1"] * rows
+    lines[2] = "C"                               # e.g. an atom symbol where an id belongs
+    (raw / f"TOY5_{which}.txt").write_text("\n".join(lines) + "\n")
+    with pytest.raises(DataError, match=rf"TOY5_{which}\.txt cannot be parsed as comma-separated integers: "
+                                        r"line 3 is 'C'"):
+        validate_tu_raw(raw, "TOY5")
+
+
+def test_edge_label_count_must_match_edges(tmp_path, cache):
+    raw = write_tu(tmp_path, "TOY6", toy_graphs(6))
+    (raw / "TOY6_edge_labels.txt").write_text("0\n1\n")
+    with pytest.raises(DataError, match=r"TOY6_edge_labels\.txt has 2 line\(s\) but TOY6_A\.txt lists \d+ edge"):
+        validate_tu_raw(raw, "TOY6")
+
+
+def test_batch_larger_than_the_data_set_is_refused(tmp_path, cache):
+    from hardneg.train import execute
+    write_tu(tmp_path, "TOY7", toy_graphs(12))
+    spec = RunSpec("graph", "tu:TOY7", 0, LossSpec(objective="jsd", temperature=1.0),
+                   TrainSpec(epochs=1, batch_size=64, threads=1), {"svc_outer_folds": 2, "svc_inner_folds": 2})
+    with pytest.raises(ConfigError, match=r"train.batch_size=64 is larger than the 12 graphs of 'tu:TOY7'; "
+                                          r"allowed: batch_size <= 12"):
+        execute(spec, data_root=tmp_path, log=lambda s: None)
 
 
 def test_unknown_dataset_and_options():
@@ -118,29 +151,29 @@ def test_unknown_dataset_and_options():
     with pytest.raises(ConfigError, match=r"unknown graph data set 'MUTAGG'; allowed: MUTAG, PTC_MR"):
         a.check_dataset("MUTAGG")
     a.check_dataset("tu:ANY_OTHER")
-    with pytest.raises(ConfigError, match=r"masks='fast' is not allowed; allowed: 'vectorized', 'loop'"):
-        a.resolve_options({"masks": "fast"})
+    with pytest.raises(ConfigError, match=r"scores='dot' is not allowed; allowed: 'raw', 'cosine'"):
+        a.resolve_options({"scores": "dot"})
     with pytest.raises(ConfigError, match=r"not a valid TU name"):
         graph.tu_name("tu:../etc")
 
 
 def test_cache_is_atomic_after_a_crash(tmp_path, cache, monkeypatch):
     raw = write_tu(tmp_path, "TOY", toy_graphs(8))
-    real_pack = graph._pack_tudataset
+    real_pack = tu_data._pack_tudataset
 
     def crash(ds):
         raise RuntimeError("simulated crash while packing")
-    monkeypatch.setattr(graph, "_pack_tudataset", crash)
+    monkeypatch.setattr(tu_data, "_pack_tudataset", crash)
     with pytest.raises(RuntimeError, match="simulated crash"):
         build_tu_cache(raw, "TOY", log=lambda s: None)
     entries = [p.name for p in (cache / "tudataset").iterdir()]
     assert entries == [], f"partial cache left behind: {entries}"
     # debris of a killed (SIGKILL) build is removed once it is old enough
-    digest = graph.fingerprint_files(sorted(raw.glob("TOY_*.txt")), root=raw)
+    digest = tu_data.fingerprint_files(sorted(raw.glob("TOY_*.txt")), root=raw)
     debris = cache / "tudataset" / f".tmp-TOY-{digest[:16]}-killed"
     (debris / "TOY" / "processed").mkdir(parents=True)
     os.utime(debris, (0, 0))
-    monkeypatch.setattr(graph, "_pack_tudataset", real_pack)
+    monkeypatch.setattr(tu_data, "_pack_tudataset", real_pack)
     data, digest = load_tu(tmp_path, "tu:TOY", log=lambda s: None)
     assert data.num_graphs == 8 and len(digest) == 64
     assert not debris.exists()
@@ -214,7 +247,7 @@ def tu_server(tmp_path):
 
 def test_tu_download_from_a_local_server(tmp_path, cache, tu_server, monkeypatch):
     root = tmp_path / "root"
-    monkeypatch.setattr(graph, "TU_URL", tu_server + "/{name}.zip")
+    monkeypatch.setattr(tu_data, "TU_URL", tu_server + "/{name}.zip")
     monkeypatch.delenv("HARDNEG_ALLOW_DOWNLOAD", raising=False)
     with pytest.raises(DataError, match=r"folder .*TOY.* does not exist.*run with --download"):
         load_tu(root, "tu:TOY", log=lambda s: None)                     # downloads are off by default
@@ -223,7 +256,7 @@ def test_tu_download_from_a_local_server(tmp_path, cache, tu_server, monkeypatch
     raw = root / "tudataset" / "TOY" / "raw"
     assert data.num_graphs == 8 and sorted(p.name for p in raw.iterdir()) == [
         "TOY_A.txt", "TOY_graph_indicator.txt", "TOY_graph_labels.txt"]  # the README is not copied
-    assert digest == graph.fingerprint_files(sorted(raw.iterdir()), root=raw)
+    assert digest == tu_data.fingerprint_files(sorted(raw.iterdir()), root=raw)
     # a server answering with something that is not a zip, or a zip without a required file
     for name, match in (("BAD", "did not give a zip archive"), ("NOLABELS", "lacks NOLABELS_graph_labels.txt")):
         with pytest.raises(DataError, match=match):
@@ -231,7 +264,7 @@ def test_tu_download_from_a_local_server(tmp_path, cache, tu_server, monkeypatch
         assert not (root / "tudataset" / name / "raw").exists()        # nothing half-filled left behind
         assert not (root / "tudataset" / name).exists() or not any((root / "tudataset" / name).iterdir())
     # offline: the URL is named
-    monkeypatch.setattr(graph, "TU_URL", "http://127.0.0.1:9/{name}.zip")
+    monkeypatch.setattr(tu_data, "TU_URL", "http://127.0.0.1:9/{name}.zip")
     with pytest.raises(DataError, match=r"could not download http://127.0.0.1:9/OTHER.zip"):
         load_tu(root, "tu:OTHER", log=lambda s: None)
 
@@ -276,7 +309,9 @@ def test_real_mutag_and_batches_match_pyg(tmp_path, cache):
 def test_masks_vectorised_equal_loop():
     batch = torch.repeat_interleave(torch.arange(7), torch.tensor([3, 1, 5, 2, 2, 4, 1]))
     pos, neg = node_graph_masks(batch, 7)
-    pos_l, neg_l = node_graph_masks_loop(batch, 7)
+    pos_l, neg_l = torch.zeros(18, 7, dtype=torch.bool), torch.ones(18, 7, dtype=torch.bool)
+    for node, g in enumerate(batch.tolist()):    # the authors' per-node construction
+        pos_l[node, g], neg_l[node, g] = True, False
     assert pos.dtype == torch.bool and torch.equal(pos, pos_l) and torch.equal(neg, neg_l)
     assert torch.equal(pos.sum(1), torch.ones(18, dtype=torch.long)) and not (pos & neg).any()
     assert torch.equal(pos.long().argmax(1), batch)
@@ -406,3 +441,78 @@ def test_graph_adapter_conforms(tmp_path, cache):
     write_tu(tmp_path, "TOY", toy_graphs(40))
     check_adapter("graph", dataset="tu:TOY", options={"hidden": 8, "svc_outer_folds": 4, "svc_inner_folds": 2},
                   data_root=tmp_path)
+
+
+# ---- the 'logit' JSD convention on cosine scores -------------------------------------------
+def _cosine_batch(seed: int = 0, nodes: int = 40, graphs: int = 8):
+    g = torch.Generator().manual_seed(seed)
+    batch = torch.arange(nodes) % graphs
+    local = F.normalize(torch.randn(nodes, 16, generator=g, dtype=torch.float64), dim=1)
+    glob = F.normalize(torch.randn(graphs, 16, generator=g, dtype=torch.float64), dim=1)
+    pos, neg = node_graph_masks(batch, graphs)
+    return local @ glob.T, pos, neg
+
+
+def test_logit_convention_limits_equal_plain_jsd_and_infonce():
+    """beta = tau+ = 0: the 'logit' JSD is InfoGraph's JSD on s / t, written out here; InfoNCE on
+    the same cosine scores is softmax cross-entropy over the node's graphs."""
+    from hardneg.losses import contrastive_loss, jsd_loss
+    s, pos, neg = _cosine_batch()
+    t = 0.5
+    l = s / t
+    ref = (F.softplus(-l[pos]) + (F.softplus(l) * neg).sum(1) / neg.sum(1) - 2 * math.log(2)).mean()
+    got = jsd_loss(s, pos, neg, convention="logit", temperature=t, min_score=-1.0)
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    for conv in ("derived", "authors"):
+        torch.testing.assert_close(jsd_loss(s, pos, neg, convention=conv, temperature=t), ref, rtol=1e-12, atol=1e-12)
+    nce = contrastive_loss(s, pos, neg, beta=0.0, tau_plus=0.0, temperature=t, min_score=-1.0)
+    torch.testing.assert_close(nce, F.cross_entropy(l, batch_target(pos)), rtol=1e-12, atol=1e-12)
+
+
+def batch_target(pos: torch.Tensor) -> torch.Tensor:
+    return pos.long().argmax(1)
+
+
+def test_logit_convention_ess_falls_with_beta_on_fixed_scores():
+    """w = exp(beta s / t) tilts on bounded scores: the ESS of the weights falls strictly with
+    beta, while the 'derived' weights (2 beta s / max|s| on raw dot products of size ~500) stay
+    nearly uniform."""
+    from hardneg.losses import jsd_loss
+    s, pos, neg = _cosine_batch(1)
+    ess = [jsd_loss(s, pos, neg, beta=b, convention="logit", temperature=0.2, min_score=-1.0,
+                    return_details=True).diagnostics["ess"] for b in (0.0, 0.5, 1.0, 2.0, 5.0)]
+    assert ess[0] == pytest.approx(1.0) and all(a > b for a, b in zip(ess, ess[1:])) and ess[-1] < 0.5
+    raw = 500.0 + 20.0 * s                          # unbounded scores with a large common offset
+    derived = jsd_loss(raw, pos, neg, beta=5.0, convention="derived", return_details=True).diagnostics["ess"]
+    assert derived > 0.95
+
+
+def test_logit_convention_floor_is_the_smallest_possible_negative_term():
+    """Debiasing floors E_neg at softplus(-1 / t) on cosine scores (never below it), and the loss
+    has no gradient from the negatives where it binds."""
+    from hardneg.losses import jsd_loss
+    s, pos, neg = _cosine_batch(2)
+    s = s.clone()
+    s[pos] = 1.0                                     # perfect positives: tau+ sp(l+) dominates
+    s = s.requires_grad_(True)
+    t, tau = 0.5, 0.5
+    out = jsd_loss(s, pos, neg, tau_plus=tau, convention="logit", temperature=t, min_score=-1.0,
+                   reduction="none", return_details=False)
+    floor = F.softplus(torch.tensor(-1.0 / t, dtype=torch.float64))
+    l = s.detach() / t
+    e_neg = ((F.softplus(l) * neg).sum(1) / neg.sum(1) - tau * F.softplus(l[pos])) / (1 - tau)
+    expect = F.softplus(-l[pos]) + torch.maximum(e_neg, floor) - 2 * math.log(2)
+    torch.testing.assert_close(out.detach(), expect, rtol=1e-12, atol=1e-12)
+    assert (e_neg < floor).any()
+    out.sum().backward()
+    bound = e_neg < floor
+    assert torch.all(s.grad[bound][neg[bound]] == 0)
+
+
+def test_non_finite_scores_give_a_clear_error():
+    from hardneg.errors import HardnegError
+    from hardneg.losses import jsd_loss
+    s, pos, neg = _cosine_batch(3)
+    s[0, 1] = float("inf")
+    with pytest.raises(HardnegError, match=r"1 score\(s\) are NaN or infinite \(beta=1.0"):
+        jsd_loss(s, pos, neg, beta=1.0, convention="logit", temperature=0.5, min_score=-1.0)

@@ -293,6 +293,19 @@ def test_folder_errors_name_the_file(tmp_path):
     (root / "test" / "c" / "1.png").write_bytes(b"not an image at all")
     with pytest.raises(DataError, match=r"corrupt or unreadable image .*test/c/1\.png"):
         D.load_dataset(f"folder:{root}", tmp_path)
+    # a JPEG cut short mid-file (a broken copy of the CIFAR-10 JPEG tree) is named too
+    root = tmp_path / "jpeg"
+    g = np.random.default_rng(1)
+    for split in ("train", "test"):
+        for c in ("a", "b"):
+            (root / split / c).mkdir(parents=True)
+            for i in range(3):
+                Image.fromarray(g.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
+                    root / split / c / f"{i:04d}.jpg", quality=75)
+    bad = root / "train" / "b" / "0002.jpg"
+    bad.write_bytes(bad.read_bytes()[:300])
+    with pytest.raises(DataError, match=r"corrupt or unreadable image .*train/b/0002\.jpg"):
+        D.load_dataset(f"folder:{root}", tmp_path)
     (tmp_path / "half" / "train" / "a").mkdir(parents=True)
     with pytest.raises(DataError, match="lacks train/ and test/"):
         D.load_dataset("folder:half", tmp_path)

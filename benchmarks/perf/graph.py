@@ -50,8 +50,28 @@ from hardneg.data import resolve_data_root
 from hardneg.losses import Objective, jsd_loss
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 from hardneg.train import training_numerics
-from modalities.graph import (GraphAdapter, GraphBatch, build_tu_cache, node_graph_masks, node_graph_masks_loop,
-                              tu_raw_dir)
+from modalities.graph import GraphAdapter, GraphBatch, build_tu_cache, node_graph_masks, tu_raw_dir
+
+
+def node_graph_masks_loop(batch: torch.Tensor, num_graphs: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """The authors' construction (github.com/joshr17/HCL, graph/losses.py), one Python
+    iteration per node: the reference the vectorised masks are timed against."""
+    n = batch.numel()
+    pos = torch.zeros((n, num_graphs), device=batch.device)
+    neg = torch.ones((n, num_graphs), device=batch.device)
+    for nodeidx, graphidx in enumerate(batch):
+        pos[nodeidx][graphidx] = 1.
+        neg[nodeidx][graphidx] = 0.
+    return pos.bool(), neg.bool()
+
+
+class LoopMaskAdapter(GraphAdapter):
+    """The graph adapter with the per-node mask loop in its score_batch (benchmark only)."""
+
+    def score_batch(self, model, batch, run):
+        sb = super().score_batch(model, batch, run)
+        sb.pos_mask, sb.neg_mask = node_graph_masks_loop(batch.batch, batch.num_graphs)
+        return sb
 
 
 def _context(dataset: str, masks: str, batch_size: int, device: torch.device,
@@ -59,8 +79,8 @@ def _context(dataset: str, masks: str, batch_size: int, device: torch.device,
     spec = RunSpec("graph", dataset, seed=0, loss=LossSpec(objective="jsd", temperature=1.0),
                    train=TrainSpec(epochs=1, batch_size=batch_size, lr=1e-3, weight_decay=0.0,
                                    flush_denormal=flush_denormal),
-                   options={"masks": masks, "shuffle": "once"})
-    a = GraphAdapter()
+                   options={"shuffle": "once"})
+    a = LoopMaskAdapter() if masks == "loop" else GraphAdapter()
     run = open_run(a, spec, cache_dir=Path("."), device=device, log=lambda s: None)
     a.prepare(run)
     return a, run
