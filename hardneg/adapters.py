@@ -32,7 +32,8 @@ evaluation data too.
 
 Autocast: the trainer runs ``compute_loss`` inside ``torch.autocast(run.device.type,
 torch.bfloat16)`` when ``train.amp`` is 'bf16', or 'auto' on CUDA; elsewhere in float32. The
-loss core computes in float32 whatever dtype the scores come in. ``evaluate`` runs outside
+loss core casts the scores it is given to float32 (the fused two-view form still runs its own
+matmul in bf16 under autocast, a known issue of the loss core). ``evaluate`` runs outside
 autocast: an adapter that wants bf16 evaluation enters it itself (as the image adapter does
 on CUDA unless ``amp = 'off'``).
 
