@@ -33,10 +33,20 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", default=[], metavar="MODALITY[/DATASET]",
                    help="run only these modalities / data sets, e.g. graph/MUTAG (repeatable; glob allowed)")
     r.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel runs (processes; default 1)")
+    r.add_argument("--executor", default="local", metavar="NAME",
+                   help="where runs execute: local (this machine: sequential, or --jobs N processes)")
+    r.add_argument("--rerun-changed", action="store_true",
+                   help="rerun finished runs whose data checksums or adapter version differ from what a rerun "
+                        "would use (default: refuse to start; old records are kept in .superseded/)")
     r.add_argument("--no-report", action="store_true", help="do not write the report at the end")
     r.add_argument("--reports", default="reports", metavar="DIR",
                    help="base folder of the report; it goes to DIR/<suite>/ (default: reports)")
-    r.add_argument("--dry-run", action="store_true", help="list the runs (and which are done) and stop")
+    r.add_argument("--dry-run", action="store_true",
+                   help="list the pending runs with their estimated time, the total in CPU-hours against the "
+                        "suite's budget, and stop (writes nothing)")
+    r.add_argument("--calibrate", action="store_true",
+                   help="with --dry-run: time a few training steps and one evaluation of each configuration "
+                        "that has no finished runs, on this machine")
     r.add_argument("--no-progress", action="store_true", help="no progress bars (log lines only)")
     r.add_argument("--download", action="store_true",
                    help="fetch missing data sets (same as HARDNEG_ALLOW_DOWNLOAD=1); off by default")
@@ -68,20 +78,17 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
     path = config.find_suite(args.suite)
     suite = config.load_suite(path, overrides=args.overrides, only=args.only)
+    for warning in suite.warnings:
+        print(f"hardneg: warning: {warning}", file=sys.stderr)
     folder = Path(args.results) / suite.name
+    on_changed = "rerun" if args.rerun_changed else "refuse"
+    if args.calibrate and not args.dry_run:
+        raise HardnegError("--calibrate works with --dry-run only")
     if args.dry_run:
-        from . import results as store
-        done = set()
-        if folder.is_dir():
-            for f in folder.glob("*.json"):
-                if not f.name.startswith("."):
-                    rec = store.read_record(f)
-                    if rec.get("status") == "ok":
-                        done.add(rec.get("run_id"))
-        for s in suite.specs:
-            mark = "done" if s.run_id in done else "todo"
-            print(f"{mark}  {s.run_id}  {runner.run_label(s)}")
-        print(f"{len(suite.specs)} runs, {sum(s.run_id in done for s in suite.specs)} done; records -> {folder}")
+        from .dryrun import dry_run
+        for line in dry_run(suite, folder, data_root=args.data_root, calibrate=args.calibrate,
+                            on_changed=on_changed, log=lambda m: print(m, file=sys.stderr)):
+            print(line)
         return 0
     if args.download:
         from .data import ENV_ALLOW_DOWNLOAD, resolve_data_root
@@ -89,8 +96,10 @@ def _cmd_run(args: argparse.Namespace) -> int:
         failed = _fetch(_spec_targets(suite.specs), resolve_data_root(args.data_root))
         for line in failed:                            # the runs that need it fail with their own record
             print(f"hardneg: warning: {line}", file=sys.stderr)
-    summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, jobs=args.jobs,
-                               progress=False if args.no_progress else None)
+    from .executors import make_executor
+    executor = make_executor(args.executor, jobs=args.jobs)
+    summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, executor=executor,
+                               progress=False if args.no_progress else None, on_changed=on_changed)
     for line in summary.lines():
         print(line)
     if summary.interrupted:
@@ -122,7 +131,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
             ad = adapters.get(name)
             print(f"  {name:10s} data sets: {', '.join(ad.datasets())}")
             if ad.options:
-                print(f"  {'':10s} options: {', '.join(sorted(ad.options))}")
+                names = [k + ("*" if o.training_only else "") for k, o in sorted(ad.options.items())]
+                print(f"  {'':10s} options: {', '.join(names)}"
+                      + ("  (* training only)" if any(o.training_only for o in ad.options.values()) else ""))
         except HardnegError as exc:
             print(f"  {name:10s} (cannot be loaded: {exc})")
     print("suites:")

@@ -4,12 +4,15 @@ A suite file names the modalities and data sets to run, the training and loss se
 the adapter options and a grid; :func:`load_suite` validates all of it before anything runs
 and expands the grid into :class:`~hardneg.spec.RunSpec` objects with stable ids.
 
-Layout (every table optional except ``[suite]`` and at least one modality table)::
+Layout (every table optional except at least one modality table)::
 
-    [suite]            name = "quick", description = "..."
+    [suite]            name = "quick", description = "...",
+                       budget_cpu_hours = 15, budget_cpu_minutes_per_run = 60 (optional; the
+                       dry run's estimate is checked against them)
     [defaults.train]   TrainSpec fields for every modality
     [defaults.loss]    LossSpec fields for every modality
-    [grid]             swept settings for every modality: lists of values
+    [grid]             swept settings for every modality: lists of values (seeds included:
+                       ``seed = [0, 1, 2]``; without one, every run has seed 0)
     [MODALITY]         datasets = [...], random_init = true|false
     [MODALITY.train]   TrainSpec overrides
     [MODALITY.loss]    LossSpec overrides
@@ -32,7 +35,12 @@ or a dotted path ``loss.FIELD``, ``train.FIELD``, ``options.NAME``. The product 
 value lists is taken per modality and data set. ``random_init = true`` adds one untrained
 run (``train.epochs = 0``) per data set, seed and swept adapter option: the loss and
 training grids do not matter without training, so they are collapsed
-(beta = tau_plus = 0, other settings at their un-swept value).
+(beta = tau_plus = 0, other settings at their un-swept value), and so are swept options
+declared ``training_only`` (:class:`~hardneg.adapters.Option`).
+
+Numbers: NaN and inf are refused everywhere (files, ``--set``, options). Loss settings
+outside the range where the loss is known to stay finite (temperature >= 0.05,
+beta <= 20) are accepted with a warning (:attr:`Suite.warnings`, printed by ``hardneg run``).
 
 Overrides (``--set``) use the same paths as the file: ``graph.train.epochs=5``,
 ``defaults.loss.temperature=0.2``, ``graph.grid.beta=[0, 1]``; shorthands
@@ -47,6 +55,7 @@ import copy
 import dataclasses
 import fnmatch
 import itertools
+import math
 import re
 import tomllib
 import typing
@@ -54,10 +63,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Sequence
 
-from .errors import ConfigError, HardnegError
+from .errors import ConfigError, HardnegError, non_finite
 from .spec import LossSpec, RunSpec, TrainSpec
 
-SUITE_KEYS = {"name": str, "description": str}
+SUITE_KEYS = {"name": str, "description": str, "budget_cpu_hours": float, "budget_cpu_minutes_per_run": float}
 MODALITY_KEYS = ("datasets", "random_init", "train", "loss", "options", "grid", "extra")
 EXTRA_KEYS = ("random_init", "train", "loss", "options", "grid")
 DEFAULTS_KEYS = ("train", "loss")
@@ -78,6 +87,9 @@ class Suite:
     specs: list[RunSpec]
     modalities: list[str]
     document: dict[str, Any] = field(default_factory=dict)   # the TOML after overrides
+    budget_cpu_hours: float | None = None                      # [suite] budget_cpu_hours
+    budget_cpu_minutes_per_run: float | None = None            # [suite] budget_cpu_minutes_per_run
+    warnings: list[str] = field(default_factory=list)          # settings outside the stable range
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -122,27 +134,23 @@ def _coerce_field(where: _Where, path: str, name: str, value: Any) -> Any:
     return value  # pragma: no cover - every field has one of the types above
 
 
-_DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+|mps)$")
-
-
 def _validate_train(where: _Where, path: str, train: TrainSpec) -> None:
     try:
         train.validate()
     except HardnegError as exc:
         raise where.err(path, str(exc)) from None
-    # fields TrainSpec.validate leaves alone
-    for name in ("threads", "diagnostics_every", "max_steps_per_epoch"):
-        if getattr(train, name) < 0:
-            raise where.err(path, f"train.{name}={getattr(train, name)!r} is out of range; allowed: an integer >= 0")
-    if not _DEVICE_RE.match(train.device):
-        raise where.err(path, f"train.device={train.device!r} is not known; allowed: auto, cpu, cuda, cuda:N, mps")
 
 
-def _validate_loss(where: _Where, path: str, loss: LossSpec) -> None:
+def _validate_loss(where: _Where, path: str, loss: LossSpec, warnings: list[str] | None = None) -> None:
     try:
         loss.validate()
     except HardnegError as exc:
         raise where.err(path, str(exc)) from None
+    if warnings is not None:
+        for w in loss.stability_warnings():
+            msg = f"{where.source}: {path}: {w}"
+            if msg not in warnings:
+                warnings.append(msg)
 
 
 def _check_table(where: _Where, path: str, value: Any) -> dict[str, Any]:
@@ -296,7 +304,11 @@ def parse_suite(doc: Mapping[str, Any], *, source: str = "<suite>", default_name
     for key, value in suite_tbl.items():
         if key not in SUITE_KEYS:
             raise where.err(f"suite.{key}", f"unknown key; allowed: {', '.join(SUITE_KEYS)}")
-        if not isinstance(value, SUITE_KEYS[key]):
+        if SUITE_KEYS[key] is float:
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                    or value <= 0:
+                raise where.err(f"suite.{key}", f"{value!r} is invalid; allowed: a finite number > 0")
+        elif not isinstance(value, SUITE_KEYS[key]):
             raise where.err(f"suite.{key}", f"{value!r} is a {_type_name(value)}; allowed: a string")
     name = suite_tbl.get("name", default_name)
     if not SUITE_NAME_RE.match(name):
@@ -318,8 +330,10 @@ def parse_suite(doc: Mapping[str, Any], *, source: str = "<suite>", default_name
                         "tables named after a modality (" + ", ".join(known_modalities) + ")")
 
     specs: list[RunSpec] = []
+    warnings: list[str] = []
     for mod in modalities:
-        specs.extend(_expand_modality(where, mod, doc[mod], name, d_train, d_loss, g_grid, g_origin))
+        specs.extend(_expand_modality(where, mod, doc[mod], name, d_train, d_loss, g_grid, g_origin,
+                                      warnings=warnings))
 
     specs = _filter_only(specs, only, modalities)
     seen: set[str] = set()
@@ -328,13 +342,17 @@ def parse_suite(doc: Mapping[str, Any], *, source: str = "<suite>", default_name
         if s.run_id not in seen:
             seen.add(s.run_id)
             unique.append(s)
+    budget = suite_tbl.get("budget_cpu_hours")
+    per_run = suite_tbl.get("budget_cpu_minutes_per_run")
     return Suite(name=name, path=path, description=suite_tbl.get("description", ""),
-                 specs=unique, modalities=modalities, document=doc)
+                 specs=unique, modalities=modalities, document=doc,
+                 budget_cpu_hours=None if budget is None else float(budget),
+                 budget_cpu_minutes_per_run=None if per_run is None else float(per_run), warnings=warnings)
 
 
 def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: dict, d_loss: dict,
-                     g_grid: dict[str, list[Any]], g_origin: dict[str, str], path: str | None = None
-                     ) -> list[RunSpec]:
+                     g_grid: dict[str, list[Any]], g_origin: dict[str, str], path: str | None = None,
+                     warnings: list[str] | None = None) -> list[RunSpec]:
     from . import adapters
 
     path = path or mod
@@ -398,7 +416,7 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
 
     base_loss = LossSpec(**loss_base)
     base_train = TrainSpec(**train_base)
-    _validate_loss(where, f"{path}.loss", base_loss)
+    _validate_loss(where, f"{path}.loss", base_loss, warnings)
     _validate_train(where, f"{path}.train", base_train)
 
     # each grid value on its own, so that an error points at the offending array element
@@ -407,7 +425,7 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
         for i, v in enumerate(values):
             vpath = f"{origin.get(gkey, gkey)}[{i}]"
             if kind == "loss":
-                _validate_loss(where, vpath, dataclasses.replace(base_loss, **{fname: v}))
+                _validate_loss(where, vpath, dataclasses.replace(base_loss, **{fname: v}), warnings)
             elif kind == "train":
                 _validate_train(where, vpath, dataclasses.replace(base_train, **{fname: v}))
             elif kind == "options":
@@ -415,6 +433,18 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
                     adapter.resolve_options({**m_opts, fname: v}, where=f"{where.source}: {vpath} ")
                 except HardnegError as exc:
                     raise ConfigError(str(exc)) from None
+                bad = list(non_finite(v, vpath))
+                if bad:
+                    raise where.err(vpath, f"{', '.join(bad)} is not allowed; allowed: finite numbers")
+    bad = list(non_finite(dict(base_opts), f"{path}.options"))
+    if bad:
+        raise where.err(f"{path}.options", f"{', '.join(bad)} is not allowed; allowed: finite numbers")
+    # swept options that matter only to training do not multiply the untrained floors
+    floor_fixed = {}
+    for gkey in grid:
+        kind, _, fname = gkey.partition(".")
+        if kind == "options" and fname in adapter.options and adapter.options[fname].training_only:
+            floor_fixed[fname] = base_opts[fname]
 
     keys = list(grid)
     specs: list[RunSpec] = []
@@ -437,8 +467,10 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
             if random_init:
                 floor_loss = dataclasses.replace(base_loss, beta=0.0, tau_plus=0.0)
                 floor_train = dataclasses.replace(base_train, epochs=0)
-                floors.append(RunSpec(modality=mod, dataset=ds, seed=seed, loss=floor_loss,
-                                      train=floor_train, options=resolved_opts, suite=suite))
+                floor = RunSpec(modality=mod, dataset=ds, seed=seed, loss=floor_loss, train=floor_train,
+                                options={**resolved_opts, **floor_fixed}, suite=suite)
+                if floor not in floors:
+                    floors.append(floor)
         specs.extend(floors)
         specs.extend(trained)
 
@@ -462,7 +494,8 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
             # the modality's fixed settings carry over, except those this extra sweeps
             inherited = {k: v for k, v in table.get(section, {}).items() if f"{section}.{k}" not in swept}
             sub[section] = {**inherited, **_check_table(where, f"{epath}.{section}", extra.get(section, {}))}
-        specs.extend(_expand_modality(where, mod, sub, suite, d_train, d_loss, {}, {}, path=epath))
+        specs.extend(_expand_modality(where, mod, sub, suite, d_train, d_loss, {}, {}, path=epath,
+                                      warnings=warnings))
     return specs
 
 

@@ -45,6 +45,7 @@ import zipfile
 from pathlib import Path
 from typing import Iterable, Iterator
 
+from . import atomic
 from .errors import DataError
 
 ENV_DATA = "HARDNEG_DATA"
@@ -278,16 +279,6 @@ def read_archive(path: Path, url: str, members: Iterable[str]) -> dict[str, byte
     return out
 
 
-def temp_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
-    """A temporary path beside ``path``, unique to this process and call, for write-then-rename.
-
-    Several runners (``--jobs N``, or two suites at once) share the cache, so a fixed
-    temporary name would let one writer rename another's half of a write away.
-    """
-    path = Path(path)
-    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")
-
-
 def fingerprint_files(paths: Iterable[str | os.PathLike], *, root: str | os.PathLike | None = None) -> str:
     """A SHA-256 over the contents of ``paths`` (sorted), cached by (path, size, mtime).
 
@@ -313,10 +304,13 @@ def fingerprint_files(paths: Iterable[str | os.PathLike], *, root: str | os.Path
         rel = f.relative_to(root) if root is not None else f.name
         h.update(f"{rel}\0{digest}\n".encode())
     if changed:
-        tmp = temp_sibling(cache_file)
-        try:
-            tmp.write_text(json.dumps(index))
-            os.replace(tmp, cache_file)     # a concurrent writer's index may win; both are valid
-        finally:
-            tmp.unlink(missing_ok=True)
+        atomic.write_text(cache_file, json.dumps(index))   # a concurrent writer's index may win; both are valid
     return h.hexdigest()
+
+
+def temp_sibling(path: str | os.PathLike, suffix: str = ".tmp") -> Path:
+    """A temporary path beside ``path`` naming this process (pid) and call, for a download's
+    ``.part`` file: several runners share the cache, and a killed download's leftover is
+    recognised by its dead pid (:func:`_remove_stale_parts`)."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.{os.getpid()}-{secrets.token_hex(4)}{suffix}")

@@ -1,15 +1,16 @@
-"""The one training loop every modality shares, and :func:`execute` for a whole run.
+"""The one training loop every modality shares, and :func:`run_spec` for a whole run.
 
-:func:`execute` turns a :class:`~hardneg.spec.RunSpec` into a run record::
+:func:`run_spec` turns a :class:`~hardneg.spec.RunSpec` into what the run measured
+(:class:`hardneg.record.Measured`; :func:`execute` wraps it into a whole record)::
 
-    adapter = registry[spec.modality]
+    run = open_run(adapter, spec)            # validated, seeded context (hardneg.context)
     adapter.prepare(run)                     # data from the (read-only) data root
     model = adapter.build_model(run)
     train(adapter, model, run, objective)   # optimizer, AMP, diagnostics, curves, checkpoints
     metrics = adapter.evaluate(model, run)   # frozen-encoder protocol of the modality
 
 The loop owns what is common: seeding (a run is bit-reproducible on the same kind of CPU;
-see :func:`device_description`), the optimizer
+see :func:`hardneg.record.processor_kind`), the optimizer
 (Adam/AdamW with the spec's lr and weight decay), bf16 autocast on CUDA, gradient
 clipping, a non-finite-loss guard, per-epoch loss curves with the loss core's diagnostics,
 wall time and peak memory, optional per-epoch checkpoints so that a killed run resumes,
@@ -32,117 +33,46 @@ import contextlib
 import copy
 import math
 import os
-import platform
 import random
-import resource
-import sys
 import time
-from datetime import datetime, timezone
-from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import TYPE_CHECKING, Any, Callable, Iterator
 
 import numpy as np
 import torch
 from torch import nn
 
-from . import adapters as registry
-from .adapters import Metric, ModalityAdapter, RunContext
-from .data import cache_dir, resolve_data_root
-from .errors import ConfigError, HardnegError
-from .losses import Objective
-from .results import SCHEMA_VERSION
+from . import record
+from .adapters import Metric, ModalityAdapter, RunContext, adapter_class, open_run
+from .errors import HardnegError
 from .spec import RunSpec, TrainSpec
 
-_VERSION_PACKAGES = ("torch", "torchvision", "torch-geometric", "sentence-transformers", "transformers",
-                     "datasets", "numpy", "scikit-learn", "pandas", "hardneg")
+if TYPE_CHECKING:  # pragma: no cover
+    from .losses import Objective
 
 
 class TrainingDiverged(HardnegError):
     """The loss became NaN or infinite; the run is recorded as failed."""
 
 
-def resolve_device(name: str) -> torch.device:
-    """'auto' -> CUDA when available, else CPU; 'cuda' without a GPU is an error."""
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(name)
-    except RuntimeError:
-        raise ConfigError(f"train.device={name!r} is not a device; allowed: auto, cpu, cuda, cuda:N") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ConfigError(f"train.device={name!r} but no CUDA device is available here; allowed: auto, cpu")
-    return dev
-
-
-def seed_everything(seed: int) -> torch.Generator:
-    """Seed Python, NumPy and torch; return a CPU generator for the adapter's own sampling."""
-    random.seed(seed)
-    np.random.seed(seed % (2**32))
-    torch.manual_seed(seed)
-    return torch.Generator().manual_seed(seed)
-
-
-def library_versions() -> dict[str, str | None]:
-    out: dict[str, str | None] = {"python": platform.python_version()}
-    for pkg in _VERSION_PACKAGES:
-        try:
-            out[pkg] = metadata.version(pkg)
-        except metadata.PackageNotFoundError:
-            out[pkg] = None
-    return out
-
-
-def _cpu_model() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def device_description(device: torch.device) -> str:
-    """The device as a record states it. On CPU this names the processor and the vector
-    instruction set torch dispatches to: runs are bit-reproducible on the same kind of
-    processor, while another one (AVX2 vs AVX-512, Intel vs AMD math libraries) rounds
-    differently, and over hundreds of epochs that grows into differences of the size of
-    a seed's."""
-    if device.type == "cuda":
-        return f"cuda:{torch.cuda.get_device_name(device)}"
-    try:
-        isa = torch.backends.cpu.get_cpu_capability()
-    except Exception:      # very old torch
-        isa = "?"
-    return f"cpu:{platform.machine()} {_cpu_model()} ({isa}) x{torch.get_num_threads()} threads"
-
-
-def _peak_memory_mb(device: torch.device) -> tuple[float, str]:
-    if device.type == "cuda":
-        return torch.cuda.max_memory_allocated(device) / 2**20, "cuda_max_allocated"
-    rss_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    scale = 1 / 2**20 if sys.platform == "darwin" else 1 / 2**10
-    return rss_kb * scale, "process_max_rss"
-
-
 def _autocast(device: torch.device, amp: str):
+    """bf16 autocast for the loss's forward when ``train.amp`` is 'bf16', or 'auto' on CUDA."""
     if amp == "off" or (amp == "auto" and device.type != "cuda"):
         return contextlib.nullcontext()
     return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
 
 
 def make_optimizer(params, spec: RunSpec) -> torch.optim.Optimizer:
+    """Adam or AdamW (``train.optimizer``) with the spec's lr and weight decay."""
     t = spec.train
     cls = torch.optim.AdamW if t.optimizer == "adamw" else torch.optim.Adam
     return cls(params, lr=t.lr, weight_decay=t.weight_decay)
 
 
 def _save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    tmp = path.with_suffix(".tmp")
-    torch.save(state, tmp)
-    os.replace(tmp, path)
+    from .atomic import atomic_write
+    with atomic_write(path, binary=True) as fh:
+        torch.save(state, fh)
 
 
 @contextlib.contextmanager
@@ -154,6 +84,28 @@ def training_numerics(t: TrainSpec, device: torch.device) -> Iterator[None]:
     finally:
         if ftz:
             torch.set_flush_denormal(False)
+
+
+def train_step(adapter: ModalityAdapter, model: nn.Module, batch: Any, objective: "Objective",
+               optimizer: torch.optim.Optimizer, run: RunContext, *, details: bool = False,
+               where: str = "") -> tuple[Any, float]:
+    """One optimizer step on ``batch``: the loss under autocast (``train.amp``), the
+    non-finite guard, backward, gradient clipping, the step. Returns (LossOutput, loss value)."""
+    t = run.spec.train
+    with _autocast(run.device, t.amp):
+        out = adapter.compute_loss(model, batch, objective, run, details=details)
+    loss = out.loss
+    value = float(loss.detach())        # one host sync per step, used for the guard and the curve
+    if not math.isfinite(value):
+        raise TrainingDiverged(f"loss became {value} at {where or 'a step'} "
+                               f"(beta={run.spec.loss.beta}, tau_plus={run.spec.loss.tau_plus}, "
+                               f"temperature={run.spec.loss.temperature})")
+    optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    if t.grad_clip > 0:
+        nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
+    optimizer.step()
+    return out, value
 
 
 def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective: Objective, *,
@@ -208,19 +160,8 @@ def _train_epochs(adapter: ModalityAdapter, model: nn.Module, run: RunContext, o
         for step, batch in enumerate(adapter.train_batches(run, epoch)):
             if t.max_steps_per_epoch and step >= t.max_steps_per_epoch:
                 break
-            with _autocast(run.device, t.amp):
-                out = adapter.compute_loss(model, batch, objective, run, details=want_diag and step == 0)
-            loss = out.loss
-            value = float(loss.detach())        # one host sync per step, used for the guard and the curve
-            if not math.isfinite(value):
-                raise TrainingDiverged(f"loss became {value} at epoch {epoch}, step {step} "
-                                       f"(beta={spec.loss.beta}, tau_plus={spec.loss.tau_plus}, "
-                                       f"temperature={spec.loss.temperature})")
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            if t.grad_clip > 0:
-                nn.utils.clip_grad_norm_(model.parameters(), t.grad_clip)
-            optimizer.step()
+            out, value = train_step(adapter, model, batch, objective, optimizer, run,
+                                    details=want_diag and step == 0, where=f"epoch {epoch}, step {step}")
             if want_diag and step == 0:
                 diag = dict(out.diagnostics)
             total += value
@@ -315,78 +256,56 @@ def best_epoch_metrics(final: list[Metric], curves: list[dict[str, Any]], epochs
     return out, at
 
 
-def _now() -> str:
-    return datetime.now(timezone.utc).isoformat(timespec="seconds")
+def run_spec(spec: RunSpec, *, adapter: type[ModalityAdapter] | None = None,
+             data_root: str | os.PathLike | None = None, log: Callable[[str], None] = print,
+             progress: bool = False, checkpoint: Path | None = None) -> record.Measured:
+    """Run one spec end to end with one adapter instance; return what it measured.
 
-
-def execute(spec: RunSpec, *, data_root: str | os.PathLike | None = None, log: Callable[[str], None] = print,
-            progress: bool = False, checkpoint: Path | None = None) -> dict[str, Any]:
-    """Run one spec end to end and return its record (status 'ok').
-
-    Errors propagate (the runner turns them into failure records). ``epochs = 0`` skips
-    training: the record then measures the randomly initialised encoder (the floor).
+    ``adapter`` is the adapter class (default: the registry's for ``spec.modality``). Errors
+    propagate (the runner turns them into failure records). ``epochs = 0`` skips training:
+    the run then measures the randomly initialised encoder (the floor).
     """
-    started = _now()
+    from .losses import Objective
+
     tic = time.perf_counter()
-    adapter = registry.get(spec.modality)
-    adapter.check_dataset(spec.dataset)
-    options = adapter.resolve_options(spec.options, where=f"{spec.modality}.options.")
+    cls = adapter or adapter_class(spec.modality)
+    ad = cls()
+    run = open_run(ad, spec, data_root=data_root, log=log)
     objective = Objective(spec.loss)
-    spec.train.validate()
-    device = resolve_device(spec.train.device)
-    if spec.train.threads > 0:
-        torch.set_num_threads(spec.train.threads)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
-    generator = seed_everything(spec.seed)
-    root = resolve_data_root(data_root)
-    run = RunContext(spec=spec, options=options, data_root=root, cache_dir=cache_dir(spec.modality),
-                     device=device, generator=generator, log=log)
+    for warning in spec.loss.stability_warnings():
+        log(f"warning: {warning}")
     t0 = time.perf_counter()
-    adapter.prepare(run)
-    trivial = [m.to_dict() for m in adapter.trivial_baselines(run)]
+    ad.prepare(run)
+    trivial = [m.to_dict() for m in ad.trivial_baselines(run)]
     prepare_s = time.perf_counter() - t0
-    model = adapter.build_model(run).to(device)
-    trained = train(adapter, model, run, objective, progress=progress, checkpoint=checkpoint)
+    model = ad.build_model(run).to(run.device)
+    trained = train(ad, model, run, objective, progress=progress, checkpoint=checkpoint)
     t0 = time.perf_counter()
     model.eval()
-    metrics = adapter.evaluate(model, run)
+    metrics = ad.evaluate(model, run)
     if spec.train.eval_every and trained["curves"]:
         best, at = best_epoch_metrics(list(metrics), trained["curves"], spec.train.epochs, spec.train.eval_every)
         metrics = list(metrics) + best
         run.details["best_epoch"] = at
     eval_s = time.perf_counter() - t0
-    peak, kind = _peak_memory_mb(device)
     curves = trained["curves"]
-    last_diag = {k[5:]: v for k, v in (curves[-1] if curves else {}).items() if k.startswith("diag_")}
     samples = sum(c["samples"] for c in curves)
-    return {
-        "schema_version": SCHEMA_VERSION,
-        "run_id": spec.run_id,
-        "suite": spec.suite,
-        "status": "ok",
-        "modality": spec.modality,
-        "dataset": spec.dataset,
-        "method": adapter.method_name(spec),
-        "seed": spec.seed,
-        "spec": spec.to_dict(),
-        "options": options,
-        "metrics": [m.to_dict() for m in metrics],
-        "trivial_baselines": trivial,
-        "headline_metrics": list(adapter.headline_metrics),
-        "curves": curves,
-        "diagnostics": last_diag,
-        "timing": {"wall_s": time.perf_counter() - tic, "prepare_s": prepare_s, "train_s": trained["train_s"],
-                   "eval_s": eval_s, "epochs": len(curves),
-                   "mid_training_eval_s": sum(c.get("eval_seconds", 0.0) for c in curves),
-                   "train_samples_per_s": samples / trained["train_s"] if trained["train_s"] > 0 else None},
-        "memory": {"peak_mb": peak, "kind": kind},
-        "device": device_description(device),
-        "versions": library_versions(),
-        "data_checksums": dict(run.data_checksums),
-        "counters": dict(run.counters),
-        "details": dict(run.details),
-        "started_at": started,
-        "finished_at": _now(),
-        "error": None,
-    }
+    return record.Measured(
+        method=ad.method_name(spec), adapter=record.adapter_provenance(cls), options=dict(run.options),
+        metrics=[m.to_dict() for m in metrics], trivial_baselines=trivial,
+        headline_metrics=list(ad.headline_metrics), curves=curves,
+        timing={"wall_s": time.perf_counter() - tic, "prepare_s": prepare_s, "train_s": trained["train_s"],
+                "eval_s": eval_s, "epochs": len(curves),
+                "mid_training_eval_s": sum(c.get("eval_seconds", 0.0) for c in curves),
+                "train_samples_per_s": samples / trained["train_s"] if trained["train_s"] > 0 else None},
+        memory=record.peak_memory(run.device), device=record.processor_kind(run.device),
+        data_checksums=dict(run.data_checksums), counters=dict(run.counters), details=dict(run.details))
+
+
+def execute(spec: RunSpec, *, data_root: str | os.PathLike | None = None, log: Callable[[str], None] = print,
+            progress: bool = False, checkpoint: Path | None = None) -> dict[str, Any]:
+    """:func:`run_spec` wrapped into its whole record (status 'ok'; errors propagate)."""
+    started, tic = record.utc_now(), time.perf_counter()
+    measured = run_spec(spec, data_root=data_root, log=log, progress=progress, checkpoint=checkpoint)
+    return record.build(spec, measured, started_at=started, finished_at=record.utc_now(),
+                        wall_time_s=time.perf_counter() - tic)

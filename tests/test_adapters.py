@@ -68,3 +68,36 @@ def test_option_checks_name_value_and_allowed():
     with pytest.raises(ConfigError, match=r"encoder='gat' is not allowed; allowed: 'gin', 'gcn'"):
         c.check("encoder", "gat")
     assert Option(0.5).check("lr", 1) == 1.0
+
+
+def test_option_exclusive_bounds_and_non_finite_values():
+    o = Option(0.5, "a rate", low=0.0, high=1.0, low_inclusive=False)
+    assert o.check("rate", 1.0) == 1.0 and o.check("rate", 1e-9) == 1e-9
+    with pytest.raises(ConfigError, match=r"rate=0.0 is out of range; allowed: 0 < rate <= 1"):
+        o.check("rate", 0.0)
+    h = Option(2, high=8, high_inclusive=False)
+    with pytest.raises(ConfigError, match=r"n=8 is out of range; allowed: n < 8"):
+        h.check("n", 8)
+    for bad in (float("inf"), float("-inf"), float("nan")):
+        with pytest.raises(ConfigError, match="is not allowed; allowed: a finite number"):
+            Option(1.0).check("x", bad)          # no bounds at all: still refused
+    assert Option(1.0, training_only=True).training_only and not Option(1.0).training_only
+
+
+def test_plugin_api_is_importable_from_adapters():
+    from hardneg.adapters import LossSpec, RunContext, RunSpec, TrainSpec, open_run  # noqa: F401
+    for cls in (RunSpec, TrainSpec, LossSpec):
+        assert cls.__doc__ and "Attributes" in cls.__doc__
+    for key in ("objective", "beta", "tau_plus", "temperature", "floor", "hardness", "multi_positive",
+                "jsd_convention"):
+        assert key in LossSpec.__doc__ and key in adapters.ModalityAdapter.__doc__ or key in LossSpec.__doc__
+
+
+def test_run_contexts_are_made_in_one_place():
+    """hardneg.context.open_run is the only place a run context is constructed (code, benchmarks, tests)."""
+    from pathlib import Path
+    repo = Path(__file__).resolve().parents[1]
+    needle = "RunContext" + "("
+    calls = [p.relative_to(repo).as_posix() for folder in ("hardneg", "modalities", "benchmarks", "tests")
+             for p in (repo / folder).rglob("*.py") if needle in p.read_text().replace(f"class {needle}", "")]
+    assert calls == ["hardneg/context.py"]

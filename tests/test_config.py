@@ -149,7 +149,7 @@ def test_grid_expansion_and_stable_ids(tmp_path):
     assert (first.dataset, first.loss.beta, first.loss.tau_plus, first.seed, first.train.epochs) == \
         ("blobs4", 0.0, 0.0, 0, 2)
     assert first.suite == "t"
-    assert first.options == {"hidden": 16, "n": 64, "fail": "none", "delay": 0.0}  # adapter defaults filled
+    assert first.options == {"hidden": 16, "n": 64, "fail": "none", "delay": 0.0, "jitter": 0.3}  # defaults filled
 
 
 def test_modality_default_loss_under_suite_settings(tmp_path):
@@ -282,3 +282,67 @@ def test_shipped_suites_are_valid():
     for f in files:
         s = config.load_suite(f)
         assert len(s.specs) > 0, f
+
+
+# ---- numbers: NaN and inf refused, the stable range warned about ---------------------------
+
+@pytest.mark.parametrize("snippet,needle", [
+    ("[toy.loss]\ntemperature = inf\n", "toy.loss: temperature=inf is not allowed; allowed: a finite number"),
+    ("[toy.loss]\ntemperature = nan\n", "toy.loss: temperature=nan is not allowed; allowed: a finite number"),
+    ("[toy.train]\nlr = inf\n", "toy.train: train.lr=inf is not allowed; allowed: a finite number"),
+    ("[toy.train]\nweight_decay = -inf\n", "train.weight_decay=-inf is not allowed"),
+    ("[toy.options]\ndelay = nan\n", "delay=nan is not allowed; allowed: a finite number"),
+    ("[toy.grid]\nbeta = [0.0, inf]\n", "toy.grid.beta[1]: beta=inf is not allowed"),
+    ("[toy.grid]\n\"options.delay\" = [0.0, inf]\n", "delay=inf is not allowed"),
+])
+def test_non_finite_numbers_are_refused_in_files(tmp_path, snippet, needle):
+    msg = error_of(tmp_path, BASE + snippet)
+    assert needle in msg and "suite.toml" in msg
+
+
+@pytest.mark.parametrize("override,needle", [
+    ("toy.loss.temperature=inf", "temperature=inf is not allowed"),
+    ("toy.temperature=-inf", "temperature=-inf is not allowed"),
+    ("toy.options.jitter=nan", "jitter=nan is not allowed"),
+    ("grid.tau_plus=[nan]", "tau_plus=nan is not allowed"),
+])
+def test_non_finite_numbers_are_refused_in_overrides(tmp_path, override, needle):
+    msg = error_of(tmp_path, BASE, overrides=[override])
+    assert needle in msg and f"--set {override}" in msg
+
+
+def test_spec_classes_refuse_non_finite_numbers():
+    from hardneg.spec import LossSpec, RunSpec, TrainSpec
+    for bad, needle in ((LossSpec(temperature=float("inf")), "temperature=inf"),
+                        (LossSpec(beta=float("inf")), "beta=inf"), (TrainSpec(lr=float("nan")), "train.lr=nan"),
+                        (TrainSpec(grad_clip=float("inf")), "train.grad_clip=inf")):
+        with pytest.raises(ConfigError, match=needle):
+            bad.validate()
+    with pytest.raises(ConfigError, match=r"options.w\[1\]=inf is not allowed"):
+        RunSpec("toy", "blobs4", options={"w": [1.0, float("inf")]}).validate()
+
+
+def test_settings_outside_the_stable_range_are_accepted_with_a_warning(tmp_path):
+    s = load(tmp_path, BASE + "[toy.loss]\ntemperature = 1e-30\n", overrides=["grid.beta=[0.0, 1e6]"])
+    assert len(s.specs) == 16
+    assert any("temperature=1e-30 is below 0.05" in w and "beta <= 20" in w for w in s.warnings)
+    assert any("beta=1e+06 is above 20" in w and "grid.beta[1]" in w for w in s.warnings)
+    assert load(tmp_path, BASE).warnings == []
+
+
+def test_suite_budget_keys(tmp_path):
+    s = load(tmp_path, BASE.replace('name = "t"', 'name = "t"\nbudget_cpu_hours = 15\nbudget_cpu_minutes_per_run = 55.5'))
+    assert (s.budget_cpu_hours, s.budget_cpu_minutes_per_run) == (15.0, 55.5)
+    for bad in ("0", "-1", "inf", "'lots'", "true"):
+        msg = error_of(tmp_path, BASE.replace('name = "t"', f'name = "t"\nbudget_cpu_hours = {bad}'))
+        assert "suite.budget_cpu_hours" in msg and "a finite number > 0" in msg
+
+
+def test_training_only_options_do_not_multiply_the_floors(tmp_path):
+    text = BASE.replace('datasets = ["blobs4", "blobs8"]', 'datasets = ["blobs4"]\nrandom_init = true')
+    s = load(tmp_path, text + '[toy.grid]\n"options.jitter" = [0.1, 0.5]\n"options.hidden" = [8, 16]\n')
+    floors = [sp for sp in s.specs if sp.train.epochs == 0]
+    # hidden changes the untrained model: one floor per value and seed; jitter does not
+    assert sorted((f.options["hidden"], f.options["jitter"], f.seed) for f in floors) == \
+        [(8, 0.3, 0), (8, 0.3, 1), (16, 0.3, 0), (16, 0.3, 1)]
+    assert len(s.specs) == 4 + 2 * 2 * 2 * 2 * 2

@@ -18,9 +18,10 @@ import pytest
 import torch
 
 from hardneg import contrastive_loss, hard_negative_loss, jsd_loss
-from hardneg.adapters import RunContext
+from hardneg.adapters import open_run
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
-from hardneg.train import execute, resolve_device, train
+from hardneg.context import resolve_device
+from hardneg.train import execute, train
 from modalities.image import ImageAdapter
 from modalities.image import augment as A
 from modalities.image.models import SimCLRModel, build_encoder
@@ -303,8 +304,7 @@ def test_trainer_places_batches_and_autocasts_on_device(tmp_path, amp):
     root = _tree(tmp_path / "c10", 8, 2)
     spec = _spec(root, train={"amp": amp, "epochs": 1})
     ad = ImageAdapter()
-    run = RunContext(spec=spec, options=ad.resolve_options(spec.options), data_root=tmp_path, cache_dir=tmp_path,
-                     device=DEV, generator=torch.Generator().manual_seed(0), log=lambda m: None)
+    run = open_run(ad, spec, data_root=tmp_path, cache_dir=tmp_path, device=DEV, log=lambda m: None)
     ad.prepare(run)
     assert run.extra["channels_last"] is ON_CUDA
     model = ad.build_model(run)

@@ -438,10 +438,9 @@ def test_fast_path_equals_score_batch_path(tmp_path, forward):
     root = real_tree(tmp_path / "c10", 4, 1, classes=["cat", "dog", "ship"])
     ad = ImageAdapter()
     spec = _spec(f"folder:{root}", train={"batch_size": 8}, options={"forward": forward})
-    from hardneg.adapters import RunContext
+    from hardneg.adapters import open_run
 
-    run = RunContext(spec=spec, options=ad.resolve_options(spec.options), data_root=tmp_path,
-                     cache_dir=tmp_path, device=torch.device("cpu"), generator=torch.Generator().manual_seed(0))
+    run = open_run(ad, spec, data_root=tmp_path, cache_dir=tmp_path, device="cpu")
     ad.prepare(run)
     torch.manual_seed(0)
     model = ad.build_model(run)

@@ -1,11 +1,8 @@
-"""The results store: atomic records, schema checks, clear disk errors, the tidy DataFrame."""
+"""The tidy DataFrame of records (the record itself is tested in test_record.py)."""
 
 from __future__ import annotations
 
-import errno
-import json
 import math
-import os
 
 import pandas as pd
 import pytest
@@ -26,83 +23,6 @@ def record(run_id: str = "abc123def456", status: str = "ok", value: float | None
     return {"schema_version": results.SCHEMA_VERSION, "suite": "s", "run_id": run_id, "status": status,
             "method": "hard-jsd", "spec": spec, "metrics": metrics, "curves": [{"epoch": 0, "loss": 0.5}],
             "error": None if status == "ok" else {"type": "RuntimeError", "message": "boom", "traceback": "tb"}}
-
-
-def test_write_is_atomic_and_readable(tmp_path):
-    path = results.write_record(tmp_path, record())
-    assert path == tmp_path / "abc123def456.json"
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["abc123def456.json"]  # no temporary left
-    assert results.read_record(path)["metrics"][0]["value"] == 91.5
-    # canonical text: writing the same record twice gives the same bytes
-    before = path.read_bytes()
-    results.write_record(tmp_path, record())
-    assert path.read_bytes() == before
-
-
-def test_non_finite_numbers_become_null(tmp_path):
-    rec = record()
-    rec["curves"] = [{"epoch": 0, "loss": float("nan")}, {"epoch": 1, "loss": float("inf")}]
-    path = results.write_record(tmp_path, rec)
-    json.loads(path.read_text())  # strict JSON
-    assert [c["loss"] for c in results.read_record(path)["curves"]] == [None, None]
-
-
-def test_stale_temporary_files_are_ignored_and_cleaned(tmp_path):
-    results.write_record(tmp_path, record())
-    stale = tmp_path / ".tmp-ffff00001111-xyz.part"
-    stale.write_text('{"run_id": "ffff00001111", "status": "ok", "metri')  # a killed writer's half file
-    assert [r["run_id"] for r in results.load_records(tmp_path)] == ["abc123def456"]
-    assert results.clean_stale(tmp_path) == [stale]
-    assert not stale.exists()
-
-
-@pytest.mark.parametrize("version,needle", [(None, "older"), (0, "older"), (results.SCHEMA_VERSION + 1, "newer")])
-def test_schema_mismatch_is_a_clear_error(tmp_path, version, needle):
-    rec = record()
-    if version is None:
-        rec.pop("schema_version")
-    else:
-        rec["schema_version"] = version
-    (tmp_path / "abc123def456.json").write_text(json.dumps(rec))
-    with pytest.raises(ResultsError) as info:
-        results.load(tmp_path)
-    msg = str(info.value)
-    assert needle in msg and "abc123def456.json" in msg and f"schema {results.SCHEMA_VERSION}" in msg
-
-
-def test_corrupt_record_is_a_clear_error(tmp_path):
-    (tmp_path / "abc123def456.json").write_text("{not json")
-    with pytest.raises(ResultsError, match="not valid JSON"):
-        results.load(tmp_path)
-
-
-@pytest.mark.parametrize("code,needle", [(errno.ENOSPC, "disk is full"), (errno.EROFS, "read-only"),
-                                         (errno.EACCES, "permission denied")])
-def test_disk_errors_are_clear_and_keep_the_old_record(tmp_path, monkeypatch, code, needle):
-    path = results.write_record(tmp_path, record(value=80.0))
-    before = path.read_bytes()
-    real_fsync = os.fsync
-
-    def failing_fsync(fd):
-        raise OSError(code, os.strerror(code))
-
-    monkeypatch.setattr(os, "fsync", failing_fsync)
-    with pytest.raises(ResultsError) as info:
-        results.write_record(tmp_path, record(value=99.0))
-    monkeypatch.setattr(os, "fsync", real_fsync)
-    msg = str(info.value)
-    assert needle in msg and str(tmp_path) in msg and "intact" in msg
-    assert path.read_bytes() == before                        # the old record is untouched
-    assert sorted(p.name for p in tmp_path.iterdir()) == [path.name]  # and no half-written file
-
-
-def test_unwritable_folder_is_a_clear_error(tmp_path, monkeypatch):
-    def mkstemp(*a, **k):
-        raise OSError(errno.EROFS, "Read-only file system")
-
-    monkeypatch.setattr(results.tempfile, "mkstemp", mkstemp)
-    with pytest.raises(ResultsError, match="read-only"):
-        results.probe_writable(tmp_path / "sub")
 
 
 def test_load_columns_and_rows(tmp_path):

@@ -13,8 +13,10 @@ from pathlib import Path
 import pytest
 
 import toy_adapter
-from hardneg import config, results, runner
+from hardneg import atomic, config, record, results, runner
+from hardneg.errors import ConfigError, HardnegError
 from hardneg.results import ResultsError
+from hardneg.spec import RunSpec
 from hardneg.runner import FolderLock, ResultsLockedError
 
 TESTS = Path(__file__).resolve().parent
@@ -109,7 +111,7 @@ def test_interrupt_leaves_no_record_for_the_interrupted_run(tmp_path):
         calls.append(spec.run_id)
         if len(calls) == 3:
             raise KeyboardInterrupt
-        return train.execute(spec, data_root=data_root, log=log)
+        return train.run_spec(spec, data_root=data_root, log=log)
 
     summary = runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None, execute=execute)
     assert summary.interrupted and summary.ok == 2
@@ -129,7 +131,7 @@ def test_unwritable_store_stops_the_suite_and_keeps_records(tmp_path, monkeypatc
             def full(fd):
                 raise OSError(28, "No space left on device")
             monkeypatch.setattr(os, "fsync", full)
-        return train.execute(spec, data_root=data_root, log=log)
+        return train.run_spec(spec, data_root=data_root, log=log)
 
     with pytest.raises(ResultsError, match="disk is full"):
         runner.run_suite(s, results_dir=out, progress=False, log=lambda m: None, execute=execute)
@@ -143,7 +145,7 @@ def test_unwritable_results_folder_fails_before_training(tmp_path, monkeypatch):
     def mkstemp(*a, **k):
         raise OSError(30, "Read-only file system")
 
-    monkeypatch.setattr(results.tempfile, "mkstemp", mkstemp)
+    monkeypatch.setattr(atomic.tempfile, "mkstemp", mkstemp)
     ran = []
     with pytest.raises(ResultsError, match="read-only"):
         runner.run_suite(s, results_dir=tmp_path / "res", progress=False, log=lambda m: None,
@@ -214,3 +216,160 @@ def test_sigkill_mid_suite_then_resume_equals_uninterrupted(tmp_path):
     runner.run_suite(s, results_dir=clean, progress=False, log=lambda m: None)
     assert metric_values(folder) == metric_values(clean)
     assert sorted(p.name for p in folder.iterdir()) == sorted(p.name for p in clean.iterdir())
+
+
+# ---- honest reuse ---------------------------------------------------------------------------------
+
+SMALL = toy_adapter.SUITE.replace("seed = [0, 1]", "seed = [0]")
+
+
+def quiet(**kw):
+    return dict(progress=False, log=lambda m: None, **kw)
+
+
+def test_changed_data_is_refused_and_rerun_only_with_the_flag(tmp_path):
+    s = suite(tmp_path, SMALL)
+    out, data = tmp_path / "res", tmp_path / "data"
+    (data / "toy").mkdir(parents=True)
+    (data / "toy" / "blobs4.version").write_text("v1")
+    runner.run_suite(s, results_dir=out, data_root=data, **quiet())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    assert {r["data_checksums"]["blobs4"] for r in records(out).values()} == {"v1"}
+    (data / "toy" / "blobs4.version").write_text("v2")        # the data root now holds other data
+    with pytest.raises(runner.ChangedRecordsError) as info:
+        runner.run_suite(s, results_dir=out, data_root=data, **quiet())
+    msg = str(info.value)
+    assert "5 finished record(s)" in msg and "data blobs4 v1 -> v2" in msg and "--rerun-changed" in msg
+    assert str(out / next(iter(before))) in msg or str(out) in msg
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before       # nothing touched
+    summary = runner.run_suite(s, results_dir=out, data_root=data, on_changed="rerun", **quiet())
+    assert (summary.ok, summary.skipped, summary.rerun_changed) == (5, 0, 5)
+    assert {r["data_checksums"]["blobs4"] for r in records(out).values()} == {"v2"}
+    kept = sorted((out / ".superseded").iterdir())
+    assert len(kept) == 5 and all(".superseded." in p.name for p in kept)
+    assert {json.loads(p.read_text())["data_checksums"]["blobs4"] for p in kept} == {"v1"}   # nothing lost
+    assert records(out).keys() == {p.name.split(".")[0] for p in kept}
+
+
+def test_changed_adapter_version_is_refused(tmp_path, monkeypatch):
+    s = suite(tmp_path, SMALL)
+    out = tmp_path / "res"
+    real = record.adapter_provenance
+
+    def versioned(version):
+        return lambda cls: {**real(cls), "distribution": "toy-plugin", "version": version}
+
+    monkeypatch.setattr(record, "adapter_provenance", versioned("1.0"))
+    runner.run_suite(s, results_dir=out, **quiet())
+    assert {r["adapter"]["version"] for r in records(out).values()} == {"1.0"}
+    monkeypatch.setattr(record, "adapter_provenance", versioned("1.1"))
+    with pytest.raises(runner.ChangedRecordsError, match=r"adapter toy-plugin 1.0 -> toy-plugin 1.1"):
+        runner.run_suite(s, results_dir=out, **quiet())
+    summary = runner.run_suite(s, results_dir=out, on_changed="rerun", **quiet())
+    assert summary.ok == 5 and {r["adapter"]["version"] for r in records(out).values()} == {"1.1"}
+
+
+def test_records_without_an_adapter_version_are_reused_and_said(tmp_path):
+    s = suite(tmp_path, SMALL)
+    out = tmp_path / "res"
+    runner.run_suite(s, results_dir=out, **quiet())      # the toy adapter is in no installed distribution
+    again = runner.run_suite(s, results_dir=out, **quiet())
+    assert again.skipped == 5 and again.unchecked == 5
+    assert any("name no adapter version" in line for line in again.lines())
+
+
+def test_a_corrupt_record_is_named_skipped_and_kept(tmp_path):
+    s = suite(tmp_path, SMALL)
+    out = tmp_path / "res"
+    runner.run_suite(s, results_dir=out, **quiet())
+    victim = sorted(records(out))[0]
+    (out / f"{victim}.json").write_text('{"run_id": "' + victim + '", "stat')   # damaged by hand
+    (out / "notes.json").write_text('{"my": "notes"}')                          # not a record at all
+    lines: list[str] = []
+    summary = runner.run_suite(s, results_dir=out, progress=False, log=lines.append)
+    assert (summary.ok, summary.skipped) == (1, 4)
+    msgs = [m for m in summary.unreadable]
+    assert any(f"{victim}.json is not valid JSON" in m and "pending" in m for m in msgs)
+    notes = next(m for m in msgs if "notes.json" in m)
+    assert "not a run record" in notes and "delete" not in notes.lower() and "that run" not in notes
+    assert any(line.startswith("skipped:") for line in lines)
+    assert (out / "notes.json").exists()                                        # left where it was
+    assert [p.name.split(".")[-2] for p in (out / ".superseded").iterdir()] == ["unreadable"]
+    assert json.loads((out / f"{victim}.json").read_text())["status"] == "ok"
+
+
+def test_a_corrupt_record_does_not_block_other_commands(tmp_path, capsys, monkeypatch):
+    from hardneg import cli
+    monkeypatch.chdir(tmp_path)
+    path = toy_adapter.write_suite(tmp_path, SMALL.replace('datasets = ["blobs4"]', 'datasets = ["blobs4", "blobs8"]'))
+    assert cli.main(["run", str(path), "--no-progress", "--no-report", "--only", "toy/blobs8"]) == 0
+    folder = tmp_path / "results" / "toy"
+    victim = sorted(folder.glob("*.json"))[0]
+    victim.write_text("{oops")
+    capsys.readouterr()
+    assert cli.main(["run", str(path), "--no-progress", "--no-report", "--only", "toy/blobs4"]) == 0
+    out = capsys.readouterr().out
+    assert f"skipped: results/toy/{victim.name} is not valid JSON" in out and "5 ran ok" in out
+    assert cli.main(["run", str(path), "--dry-run"]) == 0
+    assert f"skipped: results/toy/{victim.name}" in capsys.readouterr().out
+
+
+def test_a_non_finite_spec_is_refused_before_anything_runs(tmp_path):
+    s = suite(tmp_path, SMALL)
+    out = tmp_path / "res"
+    runner.run_suite(s, results_dir=out, **quiet())
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    import dataclasses
+    bad = dataclasses.replace(s.specs[-1], loss=dataclasses.replace(s.specs[-1].loss, temperature=float("inf")))
+    s.specs.append(bad)
+    with pytest.raises(ConfigError, match=r"temperature=inf is not allowed; allowed: a finite number"):
+        runner.run_suite(s, results_dir=out, **quiet())
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before
+
+
+def test_an_executor_is_one_class(tmp_path):
+    from hardneg import executors
+
+    class Reversed(executors.Executor):
+        """A stand-in for another backend: runs the jobs in reverse order, through the same task."""
+        name = "reversed"
+
+        def run(self, jobs, task, *, started, finished, log_for):
+            for job in reversed(list(jobs)):
+                started(job)
+                finished(job, task(job, log_for(job)))
+
+    s = suite(tmp_path, SMALL)
+    runner.run_suite(s, results_dir=tmp_path / "a", **quiet())
+    summary = runner.run_suite(s, results_dir=tmp_path / "b", executor=Reversed(), **quiet())
+    assert summary.ok == 5 and metric_values(tmp_path / "b") == metric_values(tmp_path / "a")
+    with pytest.raises(HardnegError, match=r"--executor 'ray' is not known; allowed: local"):
+        executors.make_executor("ray")
+
+
+@pytest.mark.skipif(not (REPO / "results" / "paper-graph").is_dir(), reason="no committed records")
+def test_committed_reference_records_are_reused_not_invalidated(data_root):
+    """The schema-1 reference records (built-in adapters, no adapter field) match this hardneg and
+    the shared data: planned again from their own specs, every one is done, none changed."""
+    for name in ("quick", "paper-graph", "sentence-cpu"):
+        folder = REPO / "results" / name
+        specs = [RunSpec.from_dict(r["spec"]) for r in results.load_records(folder)]
+        state = runner.inspect_folder(folder, runner.plan(specs), data_root)
+        assert state.changed == [] and state.unreadable == [] and state.unchecked == [], name
+        ok = [r for r in results.load_records(folder) if r["status"] == "ok"]
+        assert len(state.done) == len(ok) > 0 and state.foreign == 0, name
+        assert all(r["adapter"]["inferred"] and r["adapter"]["version"] for r in state.done.values())
+
+
+@pytest.mark.skipif(not (REPO / "results" / "paper-graph").is_dir(), reason="no committed records")
+def test_records_made_before_an_option_existed_are_recognised_by_todays_suites(data_root):
+    """The graph option `scores` (added_later) entered the resolved options after these records were
+    written and `masks` (retired) left them, so today's specs have other ids; the records are still
+    found and reused, not rerun."""
+    for name, done in (("quick", 38), ("paper-graph", 385)):
+        s = config.load_suite(REPO / "benchmarks" / f"{name}.toml")
+        jobs = runner.plan(s.specs)
+        graph = [j for j in jobs if j.spec.modality == "graph"]
+        assert graph and all(len(j.record_ids) == 4 and j.record_ids[0] == j.spec.run_id for j in graph)
+        state = runner.inspect_folder(REPO / "results" / name, jobs, data_root)
+        assert len(state.done) == done and state.changed == [], name

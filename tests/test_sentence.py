@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 import torch
 
-from hardneg.adapters import RunContext
+from hardneg.adapters import RunContext, open_run
 from hardneg.errors import ConfigError, DataError, HardnegError
 from hardneg.losses import contrastive_loss
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
@@ -57,14 +57,10 @@ def book(n: int, tag: str, para_every: int = 4) -> list[str]:
 
 def make_run(root: Path, options: dict, *, epochs: int = 1, batch_size: int = 8, loss: LossSpec | None = None,
              seed: int = 0) -> tuple[SentenceAdapter, RunContext]:
-    from hardneg.data import cache_dir
     ad = SentenceAdapter()
     spec = RunSpec("sentence", "books", seed, loss or LossSpec(temperature=1.0),
                    TrainSpec(epochs=epochs, batch_size=batch_size, threads=1), options)
-    g = torch.Generator().manual_seed(seed)
-    run = RunContext(spec=spec, options=ad.resolve_options(options), data_root=root, cache_dir=cache_dir("sentence"),
-                     device=torch.device("cpu"), generator=g, log=lambda s: None)
-    return ad, run
+    return ad, open_run(ad, spec, data_root=root, device="cpu", log=lambda s: None)
 
 
 # ---- pieces ----------------------------------------------------------------------------

@@ -43,6 +43,8 @@ class ToyAdapter(ModalityAdapter):
         "n": Option(64, "number of training samples", low=8, high=100000),
         "fail": Option("none", "make the run fail on purpose", choices=("none", "raise", "nan")),
         "delay": Option(0.0, "seconds to sleep per epoch (to kill a suite mid-run in tests)", low=0.0, high=60.0),
+        "jitter": Option(0.3, "std of the view noise (training only)", low=0.0, high=5.0, low_inclusive=False,
+                         training_only=True),
     }
     default_loss = {"temperature": 0.2}
 
@@ -55,6 +57,11 @@ class ToyAdapter(ModalityAdapter):
                               "never present; it exists to test `hardneg data check`"))
         return out
 
+    def data_fingerprint(self, data_root, dataset, options) -> dict:
+        """'generated', or the text of ``<data_root>/toy/<dataset>.version`` (tests change the data that way)."""
+        marker = Path(data_root) / "toy" / f"{dataset}.version"
+        return {dataset: marker.read_text().strip() if marker.is_file() else "generated"}
+
     def prepare(self, run) -> None:
         if run.spec.dataset == MISSING:
             from hardneg.errors import DataError
@@ -62,7 +69,11 @@ class ToyAdapter(ModalityAdapter):
         n = run.options["n"]
         run.extra["train"] = _dataset(run.spec.dataset, n)
         run.extra["test"] = _dataset(run.spec.dataset, n + 32)
-        run.data_checksums[run.spec.dataset] = "generated"
+        if run.scramble_test:           # the conformance kit: other held-out rows
+            x, y = run.extra["test"]
+            g = torch.Generator().manual_seed(99)
+            run.extra["test"] = (torch.randn(x.shape, generator=g), y[torch.randperm(len(y), generator=g)])
+        run.data_checksums.update(self.data_fingerprint(run.data_root, run.spec.dataset, run.options))
         if run.options["fail"] == "raise":
             raise RuntimeError("toy failure requested by option fail='raise'")
 
@@ -79,8 +90,8 @@ class ToyAdapter(ModalityAdapter):
         perm = torch.randperm(len(x), generator=run.generator)
         for i in range(0, len(x) - bs + 1, bs):
             xb = x[perm[i:i + bs]]
-            v1 = xb + 0.3 * torch.randn(xb.shape, generator=run.generator)
-            v2 = xb + 0.3 * torch.randn(xb.shape, generator=run.generator)
+            v1 = xb + run.options["jitter"] * torch.randn(xb.shape, generator=run.generator)
+            v2 = xb + run.options["jitter"] * torch.randn(xb.shape, generator=run.generator)
             yield v1, v2
 
     def score_batch(self, model, batch, run) -> ScoreBatch:
@@ -90,7 +101,10 @@ class ToyAdapter(ModalityAdapter):
         if run.options["fail"] == "nan":
             scores = scores * float("nan")
         pos, neg = two_view_masks(len(v1), scores.device)
-        return ScoreBatch(scores, pos, neg, "cosine", num_samples=len(v1))
+        return ScoreBatch(scores, pos, neg, "cosine")
+
+    def count_samples(self, batch) -> int:
+        return len(batch[0])
 
     def evaluate(self, model, run) -> list[Metric]:
         xtr, ytr = run.extra["train"]

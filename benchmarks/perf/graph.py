@@ -45,7 +45,7 @@ from typing import Callable, Iterator
 
 import torch
 
-from hardneg.adapters import RunContext, ScoreBatch
+from hardneg.adapters import RunContext, ScoreBatch, open_run
 from hardneg.data import resolve_data_root
 from hardneg.losses import Objective, jsd_loss
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
@@ -81,9 +81,7 @@ def _context(dataset: str, masks: str, batch_size: int, device: torch.device,
                                    flush_denormal=flush_denormal),
                    options={"shuffle": "once"})
     a = LoopMaskAdapter() if masks == "loop" else GraphAdapter()
-    run = RunContext(spec=spec, options=a.resolve_options(spec.options), data_root=resolve_data_root(),
-                     cache_dir=Path("."), device=device, generator=torch.Generator().manual_seed(0),
-                     log=lambda s: None)
+    run = open_run(a, spec, cache_dir=Path("."), device=device, log=lambda s: None)
     a.prepare(run)
     return a, run
 

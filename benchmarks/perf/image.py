@@ -63,7 +63,8 @@ import torch
 
 from hardneg.losses import Objective
 from hardneg.spec import LossSpec, TrainSpec
-from hardneg.train import device_description, training_numerics
+from hardneg.record import processor_kind as device_description
+from hardneg.train import training_numerics
 from modalities.image.augment import AugmentSpec, BatchedViewLoader, CpuViewLoader
 from modalities.image.models import SimCLRModel, build_encoder
 

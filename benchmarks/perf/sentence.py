@@ -21,8 +21,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 import torch  # noqa: E402
 
-from hardneg.adapters import RunContext  # noqa: E402
-from hardneg.data import cache_dir, resolve_data_root  # noqa: E402
+from hardneg.adapters import open_run  # noqa: E402
 from hardneg.losses import Objective  # noqa: E402
 from hardneg.spec import LossSpec, RunSpec, TrainSpec  # noqa: E402
 from modalities.sentence import SentenceAdapter  # noqa: E402
@@ -31,9 +30,7 @@ from modalities.sentence import SentenceAdapter  # noqa: E402
 def make(options: dict, loss: LossSpec, batch_size: int, epochs: int = 1):
     ad = SentenceAdapter()
     spec = RunSpec("sentence", "books", 0, loss, TrainSpec(epochs=epochs, batch_size=batch_size, threads=1), options)
-    run = RunContext(spec=spec, options=ad.resolve_options(options), data_root=resolve_data_root(),
-                     cache_dir=cache_dir("sentence"), device=torch.device("cpu"),
-                     generator=torch.Generator().manual_seed(0), log=lambda s: None)
+    run = open_run(ad, spec, device="cpu", log=lambda s: None)
     ad.prepare(run)
     torch.manual_seed(0)
     model = ad.build_model(run)

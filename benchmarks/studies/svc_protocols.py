@@ -26,12 +26,11 @@ import warnings
 import numpy as np
 import torch
 
-from hardneg.adapters import RunContext
-from hardneg.data import cache_dir, resolve_data_root
+from hardneg.context import open_run
 from hardneg.evaluation.svc import DEFAULT_C_GRID, svc_nested_cv
 from hardneg.losses import Objective
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
-from hardneg.train import seed_everything, train
+from hardneg.train import train
 from modalities.graph import GraphAdapter
 
 
@@ -56,9 +55,7 @@ def embedding(dataset: str, seed: int, floor: bool) -> tuple[np.ndarray, np.ndar
                    TrainSpec(epochs=0 if floor else 200, batch_size=128, lr=1e-3, weight_decay=0.0, threads=1),
                    {"shuffle": "once"})
     a = GraphAdapter()
-    run = RunContext(spec=spec, options=a.resolve_options(spec.options), data_root=resolve_data_root(),
-                     cache_dir=cache_dir("graph"), device=torch.device("cpu"), generator=seed_everything(seed),
-                     log=lambda s: None)
+    run = open_run(a, spec, log=lambda s: None, device="cpu")
     a.prepare(run)
     model = a.build_model(run)
     train(a, model, run, Objective(spec.loss))

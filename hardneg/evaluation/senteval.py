@@ -47,7 +47,7 @@ from typing import Callable, Iterable, Sequence
 
 import numpy as np
 
-from ..data import temp_sibling
+from ..atomic import atomic_write
 from ..errors import DataError, HardnegError
 
 TASKS: tuple[str, ...] = ("MR", "CR", "SUBJ", "MPQA", "TREC", "MRPC", "SST2", "STSB")
@@ -320,12 +320,8 @@ def _encode_all(encode: Callable[[list[str]], np.ndarray], sentences: list[str],
     if cache_file is not None:
         cache_file = Path(cache_file)
         cache_file.parent.mkdir(parents=True, exist_ok=True)
-        tmp = temp_sibling(cache_file, ".tmp.npz")
-        try:
-            np.savez(tmp, key=np.asarray(key), emb=emb)
-            os.replace(tmp, cache_file)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_write(cache_file, binary=True) as fh:
+            np.savez(fh, key=np.asarray(key), emb=emb)
     return dict(zip(uniq, emb))
 
 
@@ -493,22 +489,3 @@ def to_metrics(results: Sequence[TaskResult]) -> list:
         out.append(Metric("core5_avg_acc", float(np.mean(list(core.values()))), split="mixed",
                           protocol="mean of MR, CR, SUBJ, MPQA, TREC accuracies"))
     return out
-
-
-def format_table(rows: dict[str, Sequence[TaskResult]]) -> str:
-    """A Markdown table: one row per method name, one column per task metric."""
-    cols: list[str] = []
-    for res in rows.values():
-        for r in res:
-            for k in r.metrics:
-                if f"{r.task}_{k}" not in cols:
-                    cols.append(f"{r.task}_{k}")
-    lines = ["| method | " + " | ".join(cols) + " | core5 avg |", "|---" * (len(cols) + 2) + "|"]
-    for name, res in rows.items():
-        vals = {f"{r.task}_{k}": v for r in res for k, v in r.metrics.items()}
-        core = [vals.get(f"{t}_acc") for t in CORE_TASKS]
-        avg = f"{np.mean(core):.2f}" if all(c is not None for c in core) else "-"
-        cells = [("-" if c not in vals else (f"{vals[c]:.3f}" if c.endswith("spearman") else f"{vals[c]:.2f}"))
-                 for c in cols]
-        lines.append(f"| {name} | " + " | ".join(cells) + f" | {avg} |")
-    return "\n".join(lines)

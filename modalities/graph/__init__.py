@@ -36,6 +36,7 @@ Evaluation
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Iterator
 
@@ -45,10 +46,12 @@ import torch.nn.functional as F
 from torch import nn
 
 from hardneg.adapters import DataStatus, Metric, ModalityAdapter, Option, RunContext, ScoreBatch
+from hardneg.data import fingerprint_files
 from hardneg.errors import ConfigError, DataError
 
 from .data import (CUSTOM_PREFIX, KNOWN_DATASETS, TU_URL, _NAME_RE, GraphBatch, PackedGraphs, _missing_required,
-                   build_tu_cache, fetch_tu, gather_graphs, load_tu, tu_name, tu_raw_dir, validate_tu_raw)
+                   build_tu_cache, fetch_tu, gather_graphs, load_tu, tu_name, tu_raw_dir, tu_raw_files,
+                   validate_tu_raw)
 from .models import Discriminator, GINEncoder, InfoGraphModel
 
 __all__ = ["GraphAdapter", "InfoGraphModel", "GINEncoder", "Discriminator", "PackedGraphs", "GraphBatch",
@@ -75,21 +78,25 @@ class GraphAdapter(ModalityAdapter):
     options = {
         "hidden": Option(32, "GIN hidden width per layer", low=1, high=4096),
         "layers": Option(3, "number of GIN layers (embedding = hidden * layers)", low=1, high=16),
-        "node_features": Option("auto", "'auto': one-hot node labels, else degree (REFERENCE); "
+        "node_features": Option("auto", "'auto': one-hot node labels, else degree (Robinson et al. 2021); "
                                 "'constant': a constant 1 per node (original InfoGraph code)",
                                 choices=("auto", "constant")),
         "shuffle": Option("epoch", "'epoch': reshuffle graphs every epoch; 'once': one seeded shuffle, "
                           "then the same batches every epoch (the authors' DataLoader)",
-                          choices=("epoch", "once")),
+                          choices=("epoch", "once"), training_only=True),
         "scores": Option("raw", "node-graph scores: 'raw' dot products of the discriminator codes (InfoGraph) "
                          "or 'cosine' of the L2-normalised codes, bounded in [-1, 1] (the loss divides by "
                          "loss.temperature), so that hardness weights exp(beta * s / t) can tilt",
-                         choices=("raw", "cosine")),
+                         choices=("raw", "cosine"), training_only=True, added_later=True),
         "svc_outer_folds": Option(10, "outer stratified folds of the SVC probe", low=2, high=50),
         "svc_inner_folds": Option(5, "inner folds choosing C of the SVC probe", low=2, high=20),
     }
     default_loss = {"objective": "jsd", "temperature": 1.0, "tau_plus": 0.0, "beta": 0.0}
     headline_metrics = ("svc_acc",)
+    #: options records made before their removal carry, at the one value they could take then
+    retired_options = {"masks": "vectorized"}
+    #: InfoGraph's protocol pretrains on every graph (labels unseen) and the SVC's folds split them
+    transductive = True
 
     def __init__(self) -> None:
         self.data: PackedGraphs | None = None
@@ -119,11 +126,22 @@ class GraphAdapter(ModalityAdapter):
         if _missing_required(tu_raw_dir(Path(data_root), name), name):
             fetch_tu(Path(data_root), name, allow=allow, log=log)
 
+    def data_fingerprint(self, data_root: Path, dataset: str, options) -> dict[str, str] | None:
+        """``{'tudataset/NAME': SHA-256 of the raw files}``, as :meth:`prepare` records it (None if absent)."""
+        name = tu_name(dataset)
+        raw = tu_raw_dir(data_root, name)
+        if _missing_required(raw, name):
+            return None
+        return {f"tudataset/{name}": fingerprint_files(tu_raw_files(raw, name), root=raw)}
+
     # ---- the run -----------------------------------------------------------------------
     def prepare(self, run: RunContext) -> None:
         self.check_dataset(run.spec.dataset)
         data, digest = load_tu(run.data_root, run.spec.dataset, node_features=run.options["node_features"],
                                log=run.log)
+        if run.scramble_test:   # the conformance kit; transductive: every graph is a test row, labels shuffled
+            perm = torch.randperm(data.num_graphs, generator=torch.Generator().manual_seed(12345))
+            data = dataclasses.replace(data, y=data.y[perm])
         if int(data.y.max()) < 1:
             raise DataError(f"TU data set {run.spec.dataset!r} has a single graph class; the SVC probe "
                             "needs at least two")
@@ -170,8 +188,7 @@ class GraphAdapter(ModalityAdapter):
         scores = local @ glob.t()                      # (nodes, graphs): inner products or cosines
         pos, neg = node_graph_masks(batch.batch, batch.num_graphs)
         return ScoreBatch(scores=scores, pos_mask=pos, neg_mask=neg, score_kind="cosine" if cosine else "raw",
-                          anchor_labels=batch.y[batch.batch], candidate_labels=batch.y,
-                          num_samples=batch.num_graphs)
+                          anchor_labels=batch.y[batch.batch], candidate_labels=batch.y)
 
     def count_samples(self, batch: GraphBatch) -> int:
         """Throughput counts graphs, not nodes (the anchors of the loss)."""

@@ -22,7 +22,6 @@ import json
 import os
 import re
 import shutil
-import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from hardneg.atomic import TMP_PREFIX, atomic_dir, write_bytes
 from hardneg.data import cache_dir, download, downloads_allowed, fingerprint_files
 from hardneg.errors import ConfigError, DataError
 
@@ -181,9 +181,9 @@ def fetch_tu(data_root: Path, name: str, *, url: str | None = None, allow: bool 
     The zip (``TU_URL``; the collection publishes no checksums, so the run records the
     SHA-256 of the unpacked files instead) is fetched into the cache through
     :func:`hardneg.data.download`, which refuses when downloads are off and names the URL
-    when the machine is offline. The files are unpacked into a temporary sibling folder and
-    moved into ``raw/`` only when the archive held every required file, so a broken
-    download never leaves a half-filled raw folder. Returns the raw folder.
+    when the machine is offline. The files are written into ``raw/`` (each atomically) only
+    when the archive holds every required file, so a broken download never leaves a
+    half-filled raw folder. Returns the raw folder.
     """
     import zipfile
     raw = tu_raw_dir(data_root, name)
@@ -193,31 +193,24 @@ def fetch_tu(data_root: Path, name: str, *, url: str | None = None, allow: bool 
                                                                                f"{name}_graph_attributes.txt",
                                                                                f"{name}_edge_attributes.txt"}
     try:
-        raw.parent.mkdir(parents=True, exist_ok=True)
-        tmp = Path(tempfile.mkdtemp(prefix=".raw.tmp-", dir=raw.parent))
+        with zipfile.ZipFile(zip_path) as zf:
+            files = {Path(m.filename).name: zf.read(m) for m in zf.infolist()
+                     if Path(m.filename).name in wanted and not m.is_dir()}
+    except zipfile.BadZipFile:
+        zip_path.unlink(missing_ok=True)
+        raise DataError(f"{url} did not give a zip archive; it was discarded, try again or unzip the "
+                        f"data set into {raw} yourself") from None
+    missing = [f"{name}_{f}.txt" for f in REQUIRED_FILES if f"{name}_{f}.txt" not in files]
+    if missing:
+        raise DataError(f"the archive {url} lacks {', '.join(missing)}; {_expected_files_text(name)}")
+    try:
+        raw.mkdir(parents=True, exist_ok=True)
+        for fname, blob in sorted(files.items()):
+            write_bytes(raw / fname, blob)
     except OSError as exc:
         raise DataError(f"cannot write TU data set {name!r} under {raw.parent} ({exc.strerror}); the data root "
                         f"must be writable to download into it, or unzip {url} there yourself") from None
-    try:
-        try:
-            with zipfile.ZipFile(zip_path) as zf:
-                members = [m for m in zf.infolist() if Path(m.filename).name in wanted and not m.is_dir()]
-                for m in members:
-                    (tmp / Path(m.filename).name).write_bytes(zf.read(m))
-        except zipfile.BadZipFile:
-            zip_path.unlink(missing_ok=True)
-            raise DataError(f"{url} did not give a zip archive; it was discarded, try again or unzip the "
-                            f"data set into {raw} yourself") from None
-        got = {p.name for p in tmp.iterdir()}
-        missing = [f"{name}_{f}.txt" for f in REQUIRED_FILES if f"{name}_{f}.txt" not in got]
-        if missing:
-            raise DataError(f"the archive {url} lacks {', '.join(missing)}; {_expected_files_text(name)}")
-        raw.mkdir(parents=True, exist_ok=True)
-        for p in sorted(tmp.iterdir()):
-            os.replace(p, raw / p.name)
-        log(f"graph: downloaded {name} from {url} into {raw} ({len(got)} files)")
-    finally:
-        shutil.rmtree(tmp, ignore_errors=True)
+    log(f"graph: downloaded {name} from {url} into {raw} ({len(files)} files)")
     return raw
 
 
@@ -326,6 +319,12 @@ def _pack_tudataset(ds: Any) -> dict[str, torch.Tensor]:
     return out
 
 
+def tu_raw_files(raw_dir: Path, name: str) -> list[Path]:
+    """The raw files of TU data set ``name`` that a run reads (and whose SHA-256 it records)."""
+    return sorted(p for p in Path(raw_dir).iterdir() if p.is_file() and p.name.startswith(f"{name}_")
+                  and p.suffix == ".txt")
+
+
 def build_tu_cache(raw_dir: Path, name: str, *, log=print) -> Path:
     """Validate, process and pack one TU data set into the writable cache; return its folder.
 
@@ -336,8 +335,7 @@ def build_tu_cache(raw_dir: Path, name: str, *, log=print) -> Path:
     """
     raw_dir = Path(raw_dir)
     sizes = validate_tu_raw(raw_dir, name)
-    raw_files = sorted(p for p in raw_dir.iterdir() if p.is_file() and p.name.startswith(f"{name}_")
-                       and p.suffix == ".txt")
+    raw_files = tu_raw_files(raw_dir, name)
     digest = fingerprint_files(raw_files, root=raw_dir)
     base = cache_dir("tudataset")
     final = base / f"{name}-{digest[:16]}"
@@ -346,7 +344,7 @@ def build_tu_cache(raw_dir: Path, name: str, *, log=print) -> Path:
     if final.exists():
         log(f"graph: discarding an unreadable cache entry {final}")
         shutil.rmtree(final, ignore_errors=True)
-    for stale in base.glob(f".{final.name}.tmp-*"):
+    for stale in base.glob(f"{TMP_PREFIX}{final.name}-*"):
         # left by a killed process; a live build of the same entry is far younger than this
         try:
             if time.time() - stale.stat().st_mtime > STALE_TMP_S:
@@ -354,43 +352,29 @@ def build_tu_cache(raw_dir: Path, name: str, *, log=print) -> Path:
         except OSError:
             pass
     try:
-        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=base))
+        with atomic_dir(final, existing_ok=lambda e: _cache_entry_ok(e, digest)) as tmp:
+            link_dir = tmp / name / "raw"
+            link_dir.mkdir(parents=True)
+            for p in raw_files:
+                try:
+                    os.symlink(p.resolve(), link_dir / p.name)
+                except OSError:
+                    shutil.copy2(p, link_dir / p.name)
+            from torch_geometric.datasets import TUDataset
+            log(f"graph: processing {name} from {raw_dir} into {final}")
+            ds = TUDataset(str(tmp), name, use_node_attr=False)
+            packed = _pack_tudataset(ds)
+            if packed["y"].numel() != sizes["graphs"] or int(packed["node_ptr"][-1]) != sizes["nodes"]:
+                raise DataError(f"TU data set {name!r}: parsed {packed['y'].numel()} graphs / "
+                                f"{int(packed['node_ptr'][-1])} nodes, but the raw files list {sizes['graphs']} / "
+                                f"{sizes['nodes']}; the raw files are inconsistent")
+            torch.save(packed, tmp / "packed.pt")
+            manifest = {"format": CACHE_FORMAT, "name": name, "raw_sha256": digest, "raw_dir": str(raw_dir),
+                        **sizes}
+            (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
     except OSError as exc:
-        raise DataError(f"cannot write the graph cache under {base} ({exc.strerror}); set HARDNEG_CACHE "
-                        "to a writable folder") from None
-    try:
-        link_dir = tmp / name / "raw"
-        link_dir.mkdir(parents=True)
-        for p in raw_files:
-            try:
-                os.symlink(p.resolve(), link_dir / p.name)
-            except OSError:
-                shutil.copy2(p, link_dir / p.name)
-        from torch_geometric.datasets import TUDataset
-        log(f"graph: processing {name} from {raw_dir} into {final}")
-        ds = TUDataset(str(tmp), name, use_node_attr=False)
-        packed = _pack_tudataset(ds)
-        if packed["y"].numel() != sizes["graphs"] or int(packed["node_ptr"][-1]) != sizes["nodes"]:
-            raise DataError(f"TU data set {name!r}: parsed {packed['y'].numel()} graphs / "
-                            f"{int(packed['node_ptr'][-1])} nodes, but the raw files list {sizes['graphs']} / "
-                            f"{sizes['nodes']}; the raw files are inconsistent")
-        torch.save(packed, tmp / "packed.pt")
-        manifest = {"format": CACHE_FORMAT, "name": name, "raw_sha256": digest, "raw_dir": str(raw_dir),
-                    **sizes}
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=1))
-        try:
-            os.rename(tmp, final)
-        except OSError:
-            if not _cache_entry_ok(final, digest):   # lost a race to a broken entry: surface it
-                raise
-            shutil.rmtree(tmp, ignore_errors=True)   # another process finished the same entry first
-    except OSError as exc:
-        shutil.rmtree(tmp, ignore_errors=True)
         raise DataError(f"cannot write the graph cache entry {final} ({exc.strerror or exc}); set "
                         "HARDNEG_CACHE to a writable folder with free space") from None
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return final
 
 

@@ -1,4 +1,5 @@
-"""Image modality: SimCLR with hard / debiased negatives (REFERENCE section 2), registered as ``image``.
+"""Image modality: SimCLR (Chen et al., ICML 2020) with hard / debiased negatives (Robinson et al.,
+ICLR 2021, section 5.1; Chuang et al., NeurIPS 2020), registered as ``image``.
 
 Data sets: ``cifar10``, ``cifar100``, ``stl10`` (torchvision formats, or ImageFolder trees for
 the CIFARs) and ``folder:PATH`` (any ImageFolder tree with ``train/`` and ``test/``); see
@@ -46,7 +47,8 @@ from hardneg.evaluation.knn import knn_accuracy
 from hardneg.evaluation.linear import extract_features, linear_probe
 
 from .augment import AugmentSpec, BatchedViewLoader, BatchedViews, CpuViewLoader, eval_transform
-from .data import KNOWN_DATASETS, Subsets, data_present, fetch_dataset, load_dataset, parse_dataset_name
+from .data import (KNOWN_DATASETS, ImageSet, Subsets, data_present, fetch_dataset, fingerprint_dataset,
+                   load_dataset, parse_dataset_name)
 from .models import ENCODERS, SimCLRModel, build_encoder
 
 __all__ = ["ImageAdapter"]
@@ -63,10 +65,12 @@ class ImageAdapter(ModalityAdapter):
                           choices=tuple(ENCODERS)),
         "width": Option(1.0, "channel width multiplier of the encoder (1 = the published widths)", low=0.03125, high=4.0),
         "pipeline": Option("batched", "view implementation: 'batched' (tensor ops on the device, whole batch) or "
-                           "'cpu' (torchvision v2 per image, DataLoader workers)", choices=("batched", "cpu")),
-        "workers": Option(0, "DataLoader worker processes for pipeline='cpu' (0 = in the main process)", low=0, high=64),
+                           "'cpu' (torchvision v2 per image, DataLoader workers)", choices=("batched", "cpu"),
+                           training_only=True),
+        "workers": Option(0, "DataLoader worker processes for pipeline='cpu' (0 = in the main process)", low=0, high=64,
+                          training_only=True),
         "forward": Option("two-pass", "'two-pass': one encoder pass per view (authors' per-view BatchNorm); "
-                          "'one-pass': both views in one pass", choices=("two-pass", "one-pass")),
+                          "'one-pass': both views in one pass", choices=("two-pass", "one-pass"), training_only=True),
         "train_subset": Option(0, "stratified subset of the labelled training split by count (0 = all)", low=0),
         "test_subset": Option(0, "stratified subset of the test split by count (0 = all)", low=0),
         "pretrain_subset": Option(0, "random subset by count of the whole pretraining split (CIFAR/folder: train; "
@@ -109,6 +113,13 @@ class ImageAdapter(ModalityAdapter):
         """torchvision's archive of ``dataset`` (MD5-checked), unpacked under the data root."""
         fetch_dataset(dataset, data_root, allow=allow, log=log)
 
+    def data_fingerprint(self, data_root: Path, dataset: str, options) -> dict[str, str] | None:
+        """The checksums :meth:`prepare` records, where they do not depend on the cache (see
+        :func:`modalities.image.data.fingerprint_dataset`)."""
+        o = {**{k: opt.default for k, opt in self.options.items()}, **dict(options)}
+        return fingerprint_dataset(dataset, data_root, Subsets(o["train_subset"], o["test_subset"],
+                                                               o["pretrain_subset"], o["subset_seed"]))
+
     # ---- data ----------------------------------------------------------------------
     def prepare(self, run: RunContext) -> None:
         o = run.options
@@ -116,6 +127,11 @@ class ImageAdapter(ModalityAdapter):
         subsets = Subsets(o["train_subset"], o["test_subset"], o["pretrain_subset"], o["subset_seed"])
         splits = load_dataset(run.spec.dataset, run.data_root, download=o["download"] or None, subsets=subsets,
                               log=run.log)
+        if run.scramble_test:   # the conformance kit: the test images become noise, their labels shuffled
+            g = torch.Generator().manual_seed(12345)
+            t = splits.test
+            splits.test = ImageSet(torch.randint(0, 256, tuple(t.images.shape), generator=g, dtype=torch.uint8),
+                                   t.labels[torch.randperm(len(t), generator=g)])
         b = run.spec.train.batch_size
         if b > len(splits.pretrain):
             raise DataError(f"train.batch_size={b} is larger than the {len(splits.pretrain)} pretraining images of "
@@ -184,7 +200,7 @@ class ImageAdapter(ModalityAdapter):
         pos, neg = two_view_masks(z1.shape[0], z.device)
         lab = self._diag_labels(batch[2])
         lab2 = None if lab is None else torch.cat([lab, lab])
-        return ScoreBatch(z @ z.T, pos, neg, "cosine", lab2, lab2, num_samples=int(z1.shape[0]))
+        return ScoreBatch(z @ z.T, pos, neg, "cosine", lab2, lab2)
 
     def compute_loss(self, model: nn.Module, batch: Any, objective, run: RunContext, *, details: bool = False):
         """Fast path: ``objective.two_view(z1, z2)`` (same value as the score_batch path)."""

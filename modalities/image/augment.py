@@ -1,4 +1,5 @@
-"""SimCLR views (REFERENCE section 2), in two implementations with one distribution.
+"""SimCLR views (Chen et al., ICML 2020) as Robinson et al. (ICLR 2021) train every data set, in two
+implementations with one distribution.
 
 The paper's pipeline, in this order, on an image scaled to [0, 1]:
 

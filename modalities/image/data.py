@@ -41,6 +41,7 @@ import numpy as np
 import torch
 
 from hardneg import data as hdata
+from hardneg.atomic import atomic_write
 from hardneg.errors import ConfigError, DataError
 
 KNOWN_DATASETS = ("cifar10", "cifar100", "stl10")
@@ -225,12 +226,8 @@ def _read_items(split_dir: Path, classes: list[str], items: Sequence[tuple[Path,
     log(f"image: decoding {len(items)} images of {split_dir} once into {cache_file.parent} ...")
     images, labels = _decode_folder(items)
     fingerprint = hdata.fingerprint_files([p for p, _ in items], root=split_dir)
-    tmp = hdata.temp_sibling(cache_file)
-    try:
-        torch.save({"images": images, "labels": labels, "classes": classes, "fingerprint": fingerprint}, tmp)
-        os.replace(tmp, cache_file)
-    finally:
-        tmp.unlink(missing_ok=True)
+    with atomic_write(cache_file, binary=True) as fh:
+        torch.save({"images": images, "labels": labels, "classes": classes, "fingerprint": fingerprint}, fh)
     return ImageSet(images, labels), fingerprint
 
 
@@ -450,6 +447,42 @@ def load_dataset(name: str, data_root: Path, *, download: bool | None = None, su
         return subsets.apply(_load_stl10(base))
     raise DataError(f"data set 'stl10' not found under {data_root}; expected {LAYOUTS['stl10']}. Downloads are "
                     f"off: set {hdata.ENV_ALLOW_DOWNLOAD}=1 (or pass --download) to fetch it with torchvision")
+
+
+def fingerprint_dataset(name: str, data_root: Path, subsets: Subsets = Subsets()) -> dict[str, str] | None:
+    """The checksums :func:`load_dataset` records for ``name``, computed without decoding.
+
+    For ImageFolder trees only the splits read whole (no ``train_subset`` / ``pretrain_subset``
+    for train, no ``test_subset`` for test): a subset's recorded fingerprint depends on whether
+    the whole split was cached when it ran. None when the data set is not there."""
+    kind, path = parse_dataset_name(name)
+    data_root = Path(data_root)
+    if kind == "folder":
+        root = Path(path).expanduser()
+        tree = root if root.is_absolute() else data_root / root
+    elif kind in ("cifar10", "cifar100"):
+        from torchvision import datasets as tvd
+        cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
+        folder = data_root / kind / cls.base_folder
+        if folder.is_dir():
+            files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
+            return {kind: _fingerprint_dir(folder, files)}
+        tree = data_root / kind
+    else:
+        from torchvision import datasets as tvd
+        folder = data_root / "stl10" / tvd.STL10.base_folder
+        if not folder.is_dir():
+            return None
+        return {"stl10": _fingerprint_dir(folder, [f for f, _ in tvd.STL10.train_list + tvd.STL10.test_list])}
+    if not (tree / "train").is_dir() or not (tree / "test").is_dir():
+        return None
+    out = {}
+    for split, whole in (("train", not subsets.train_subset and not subsets.pretrain_subset),
+                         ("test", not subsets.test_subset)):
+        if whole:
+            _, items = _list_folder(tree / split)
+            out[f"{name}/{split}"] = hdata.fingerprint_files([p for p, _ in items], root=tree / split)
+    return out
 
 
 def stratified_subset(labels: torch.Tensor, count: int, *, seed: int = 0, what: str = "subset") -> torch.Tensor:

@@ -67,7 +67,7 @@ import torch
 from torch import nn
 
 from hardneg.adapters import DataStatus, Metric, ModalityAdapter, Option, RunContext, ScoreBatch
-from hardneg.data import downloads_allowed
+from hardneg.data import downloads_allowed, fingerprint_files
 from hardneg.errors import ConfigError, DataError
 from hardneg.evaluation import senteval
 
@@ -109,11 +109,12 @@ class SentenceAdapter(ModalityAdapter):
     options = {
         "encoder": Option("qt-gru", "sentence encoder", choices=ENCODERS),
         "score": Option("raw", "'raw' f.g inner product (original QT) or 'cosine' (normalised; "
-                               "loss.temperature applies)", choices=("raw", "cosine")),
+                               "loss.temperature applies)", choices=("raw", "cosine"), training_only=True),
         "positives": Option("both", "context positives per anchor: 'both' = the sentences before and after "
                              "(M = 2, quick-thought's objective); 'next' = the sentence after only (M = 1, the "
                              "hard-negative paper's setting; the one before is neither positive nor negative and "
-                             "a run's last sentence is no anchor)", choices=("both", "next")),
+                             "a run's last sentence is no anchor)", choices=("both", "next"),
+                             training_only=True, added_later=True),
         "hidden": Option(256, "GRU hidden size per direction", low=8, high=8192),
         "emb_dim": Option(128, "QT word-embedding size", low=4, high=4096),
         "vocab_size": Option(20000, "QT vocabulary: most frequent training tokens (+ <pad>, <unk>)",
@@ -162,6 +163,15 @@ class SentenceAdapter(ModalityAdapter):
         task (:mod:`.fetch`)."""
         tasks = (options or {}).get("tasks", list(senteval.TASKS))
         fetch_for_run(data_root, dataset, tasks, allow=allow, log=log)
+
+    def data_fingerprint(self, data_root: Path, dataset: str, options) -> dict[str, str] | None:
+        """``{'books': SHA-256 of the book files}``, as :meth:`prepare` records it (None if absent).
+        The SentEval files are not fingerprinted (runs do not record them)."""
+        try:
+            files = book_files(Path(data_root) / "books")
+        except DataError:
+            return None
+        return {"books": fingerprint_files(files, root=Path(data_root) / "books")}
 
     # ---- prepare ----------------------------------------------------------------------
     def prepare(self, run: RunContext) -> None:
@@ -296,8 +306,7 @@ class SentenceAdapter(ModalityAdapter):
         pos, neg = neighbour_masks(scores.shape[0], scores.device, run.options["positives"])
         if run.options["positives"] == "next":
             scores = scores[:-1]                   # the run's last sentence has no next sentence
-        return ScoreBatch(scores, pos, neg, score_kind="cosine" if cosine else "raw",
-                          num_samples=scores.shape[0])
+        return ScoreBatch(scores, pos, neg, score_kind="cosine" if cosine else "raw")
 
     # ---- evaluation ---------------------------------------------------------------------
     def encoder_fn(self, model: nn.Module, run: RunContext):

@@ -3,14 +3,13 @@ matrices; cached by corpus checksum so that runs of one corpus share them."""
 
 from __future__ import annotations
 
-import os
 import re
 from collections import Counter
 from pathlib import Path
 
 import numpy as np
 
-from hardneg.data import temp_sibling
+from hardneg.atomic import atomic_write
 
 PAD, UNK = 0, 1
 _TOKEN_RE = re.compile(r"\w+|[^\w\s]", re.UNICODE)
@@ -72,11 +71,7 @@ def build_vocabulary(texts: list[str], *, vocab_size: int, max_len: int, cache: 
     vocab = Vocabulary(words, np.zeros((0, max_len), np.int32), np.zeros(0, np.int64), 0)
     vocab.ids, vocab.lens, vocab.truncated = encode_ids(toks, vocab.index, max_len)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = temp_sibling(path, ".tmp.npz")
-    try:
-        np.savez(tmp, words=np.asarray(words, dtype=str), ids=vocab.ids, lens=vocab.lens,
+    with atomic_write(path, binary=True) as fh:
+        np.savez(fh, words=np.asarray(words, dtype=str), ids=vocab.ids, lens=vocab.lens,
                  truncated=np.asarray(vocab.truncated))
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
     return vocab

@@ -1,0 +1,242 @@
+"""Where runs execute: one run as a picklable task, and the executors that carry tasks out.
+
+A :class:`Job` is one pending run (its spec, label and adapter class, resolved once by the
+runner). :class:`RunTask` carries out one job anywhere: it trains through
+:func:`hardneg.train.run_spec`, builds the record (:func:`hardneg.record.build`; an exception
+becomes a failure record) and writes it atomically into the results folder; it returns an
+:class:`Outcome`. It holds only plain data, so it can be sent to another process (or host).
+
+An :class:`Executor` decides where tasks run and reports each start and finish back to the
+runner, in the runner's process. Today: :class:`Sequential` (in this process, one at a time)
+and :class:`LocalProcesses` (``--jobs N``: spawned worker processes, each with a clean torch
+state). Another backend (a cluster) is one more subclass registered in :data:`EXECUTORS`;
+the suite logic (which runs are pending, reuse, the lock, the summary) does not change.
+
+If a record cannot be written (disk full, read-only folder), the task raises
+:class:`hardneg.record.ResultsError` and every executor stops the suite with it; records
+already written stay.
+"""
+
+from __future__ import annotations
+
+import abc
+import dataclasses
+import hashlib
+import os
+import sys
+import time
+from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, ClassVar, Mapping, Sequence
+
+from . import record
+from .data import cache_dir
+from .errors import HardnegError
+from .record import ResultsError
+from .spec import RunSpec
+
+Log = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class Job:
+    """One pending run: its spec, the adapter class that runs it, its method and human label."""
+
+    spec: RunSpec
+    adapter: type
+    method: str
+
+    @property
+    def record_ids(self) -> tuple[str, ...]:
+        """Run ids a finished record of this job may carry: its own first, then the ids the same
+        run had before options declared ``added_later`` existed (without them, where at their
+        default) and while the adapter's ``retired_options`` existed (with them)."""
+        opts = getattr(self.adapter, "options", {})
+        retired = dict(getattr(self.adapter, "retired_options", {}))
+        older = {k: v for k, v in self.spec.options.items()
+                 if not (k in opts and opts[k].added_later and v == opts[k].default)}
+        ids = [self.spec.run_id]
+        for options in (older, {**older, **retired}, {**self.spec.options, **retired}):
+            rid = dataclasses.replace(self.spec, options=options).run_id
+            if rid not in ids:
+                ids.append(rid)
+        return tuple(ids)
+
+    @property
+    def label(self) -> str:
+        """``modality/dataset method b=.. t+=.. sSEED`` (untrained runs: no loss settings)."""
+        s = self.spec
+        if s.train.epochs == 0:
+            return f"{s.modality}/{s.dataset} {self.method} s{s.seed}"
+        return f"{s.modality}/{s.dataset} {self.method} b={s.loss.beta:g} t+={s.loss.tau_plus:g} s{s.seed}"
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What the runner learns of a finished task."""
+
+    run_id: str
+    status: str
+    wall_time_s: float
+    error: str | None = None
+
+
+@dataclass
+class RunTask:
+    """Run one job and write its record (ok or failed) into ``results_dir``; see the module doc.
+
+    ``execute`` replaces :func:`hardneg.train.run_spec` (tests; it must return a
+    :class:`hardneg.record.Measured`). A per-epoch checkpoint lives in the cache, keyed by
+    the results folder and run, so a run killed mid-training resumes from its last epoch.
+    """
+
+    results_dir: str
+    data_root: str | None = None
+    provenance: Mapping[str, Any] = field(default_factory=dict)
+    progress: bool = False
+    execute: Callable[..., record.Measured] | None = None
+
+    def checkpoint(self, run_id: str) -> Path:
+        key = hashlib.sha256(str(Path(self.results_dir).resolve()).encode()).hexdigest()[:12]
+        return cache_dir("checkpoints", key) / f"{run_id}.pt"
+
+    def __call__(self, job: Job, log: Log) -> Outcome:
+        """Only writing the record may raise (ResultsError): the run's own errors become its record."""
+        spec = job.spec
+        started, t0 = record.utc_now(), time.perf_counter()
+        ckpt = self.checkpoint(spec.run_id)
+        try:
+            if self.execute is not None:
+                outcome: record.Measured | BaseException = self.execute(spec, data_root=self.data_root, log=log)
+            else:
+                from .train import run_spec
+                outcome = run_spec(spec, adapter=job.adapter, data_root=self.data_root, log=log,
+                                   progress=self.progress, checkpoint=ckpt)
+        except (KeyboardInterrupt, SystemExit):
+            raise
+        except BaseException as exc:  # noqa: BLE001 - every run error must become a record
+            outcome = exc
+        wall = time.perf_counter() - t0
+        rec = record.build(spec, outcome, started_at=started, finished_at=record.utc_now(), wall_time_s=wall,
+                           provenance=self.provenance, method=job.method,
+                           adapter=record.adapter_provenance(job.adapter))
+        self.store(rec, log)
+        ckpt.unlink(missing_ok=True)
+        err = rec["error"]
+        return Outcome(spec.run_id, rec["status"], wall, f"{err['type']}: {err['message']}" if err else None)
+
+    def store(self, rec: Mapping[str, Any], log: Log) -> None:
+        """Write ``rec``; a finished or unreadable file it replaces is moved to ``.superseded/`` first."""
+        path = record.record_path(self.results_dir, rec["run_id"])
+        if path.exists():
+            try:
+                old = record.read_record(path)
+                reason = "superseded" if old.get("status") == "ok" else None
+            except record.UnreadableRecord:
+                reason = "unreadable"
+            if reason:
+                log(f"kept the file it replaces as {record.set_aside(path, reason)}")
+        record.write_record(self.results_dir, rec)
+
+    def crashed(self, job: Job, exc: BaseException, log: Log) -> Outcome:
+        """The failure record of a job whose worker died before it could write one."""
+        now = record.utc_now()
+        rec = record.build(job.spec, exc, started_at=now, finished_at=now, wall_time_s=0.0,
+                           provenance=self.provenance, method=job.method,
+                           adapter=record.adapter_provenance(job.adapter))
+        self.store(rec, log)
+        return Outcome(job.spec.run_id, "failed", 0.0, f"worker process died: {type(exc).__name__}: {exc}")
+
+
+class Executor(abc.ABC):
+    """Carries out jobs; calls ``started(job)`` and ``finished(job, outcome)`` in the caller's process."""
+
+    name: ClassVar[str] = ""
+    #: how many jobs run at once (the runner divides its remaining-time estimate by it)
+    parallelism: int = 1
+
+    @abc.abstractmethod
+    def run(self, jobs: Sequence[Job], task: RunTask, *, started: Callable[[Job], None],
+            finished: Callable[[Job, Outcome], None], log_for: Callable[[Job], Log]) -> None:
+        """Run every job; a ResultsError from a task stops the rest and propagates."""
+
+
+class Sequential(Executor):
+    """One job after another in this process."""
+
+    name = "sequential"
+
+    def run(self, jobs, task, *, started, finished, log_for) -> None:
+        for job in jobs:
+            started(job)
+            finished(job, task(job, log_for(job)))
+
+
+def _stderr_log(label: str) -> Log:
+    def log(msg: str) -> None:
+        print(f"[{label}] {msg}", file=sys.stderr, flush=True)
+    return log
+
+
+def _process_entry(task: RunTask, job: Job) -> Outcome:
+    """Entry point of a worker process (spawned)."""
+    if job.spec.train.threads:
+        os.environ.setdefault("OMP_NUM_THREADS", str(job.spec.train.threads))
+    return task(job, _stderr_log(job.label))
+
+
+class LocalProcesses(Executor):
+    """Up to ``workers`` jobs at once in spawned processes of this machine (``--jobs N``)."""
+
+    name = "processes"
+
+    def __init__(self, workers: int) -> None:
+        self.parallelism = workers
+
+    def run(self, jobs, task, *, started, finished, log_for) -> None:
+        import multiprocessing as mp
+
+        if task.execute is not None:
+            raise HardnegError("a custom execute function works only with the sequential executor")
+        with ProcessPoolExecutor(max_workers=self.parallelism, mp_context=mp.get_context("spawn")) as pool:
+            futures: dict[Future, Job] = {}
+            queue = list(jobs)
+            try:
+                while queue or futures:
+                    while queue and len(futures) < self.parallelism:
+                        job = queue.pop(0)
+                        started(job)
+                        futures[pool.submit(_process_entry, task, job)] = job
+                    done, _ = wait(list(futures), return_when=FIRST_COMPLETED)
+                    for fut in done:
+                        job = futures.pop(fut)
+                        try:
+                            outcome = fut.result()
+                        except ResultsError:
+                            raise
+                        except Exception as exc:  # noqa: BLE001 - the worker process itself died
+                            outcome = task.crashed(job, exc, log_for(job))
+                        finished(job, outcome)
+            except BaseException:
+                for fut in futures:
+                    fut.cancel()
+                pool.shutdown(wait=True, cancel_futures=True)
+                raise
+
+
+def _local(jobs: int = 1, **_: Any) -> Executor:
+    return Sequential() if jobs == 1 else LocalProcesses(jobs)
+
+
+#: ``--executor NAME`` -> factory(jobs=N, **backend options) -> Executor
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": _local}
+
+
+def make_executor(name: str = "local", *, jobs: int = 1, **options: Any) -> Executor:
+    """The executor ``name`` (``local``: sequential for ``jobs = 1``, else local processes)."""
+    if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
+        raise HardnegError(f"--jobs {jobs} is invalid; allowed: an integer >= 1")
+    if name not in EXECUTORS:
+        raise HardnegError(f"--executor {name!r} is not known; allowed: {', '.join(sorted(EXECUTORS))}")
+    return EXECUTORS[name](jobs=jobs, **options)
