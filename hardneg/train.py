@@ -267,7 +267,7 @@ def run_spec(spec: RunSpec, *, adapter: type[ModalityAdapter] | None = None,
     """
     from .losses import Objective
 
-    tic = time.perf_counter()
+    tic, cpu0 = time.perf_counter(), time.process_time()
     cls = adapter or adapter_class(spec.modality)
     ad = cls()
     run = open_run(ad, spec, data_root=data_root, log=log)
@@ -294,7 +294,8 @@ def run_spec(spec: RunSpec, *, adapter: type[ModalityAdapter] | None = None,
         method=ad.method_name(spec), adapter=record.adapter_provenance(cls), options=dict(run.options),
         metrics=[m.to_dict() for m in metrics], trivial_baselines=trivial,
         headline_metrics=list(ad.headline_metrics), curves=curves,
-        timing={"wall_s": time.perf_counter() - tic, "prepare_s": prepare_s, "train_s": trained["train_s"],
+        timing={"wall_s": time.perf_counter() - tic, "cpu_s": time.process_time() - cpu0,
+                "prepare_s": prepare_s, "train_s": trained["train_s"],
                 "eval_s": eval_s, "epochs": len(curves),
                 "mid_training_eval_s": sum(c.get("eval_seconds", 0.0) for c in curves),
                 "train_samples_per_s": samples / trained["train_s"] if trained["train_s"] > 0 else None},

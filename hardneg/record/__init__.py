@@ -18,8 +18,10 @@ One JSON file per run, ``results/<suite>/<run_id>.json``, written atomically
                               diag_* (loss-core diagnostics), eval_* (train.eval_every)
     diagnostics        dict   the last epoch's diag_* without the prefix
     counters, details  dict   what the adapter counted / noted (RunContext.counters / details)
-    timing             dict   wall_s, prepare_s, train_s, eval_s, epochs, mid_training_eval_s,
-                              train_samples_per_s (measured by the trainer)
+    timing             dict   wall_s, cpu_s (the process's CPU time: on a shared machine the
+                              honest cost, wall_s stretches with the load), prepare_s, train_s,
+                              eval_s, epochs, mid_training_eval_s, train_samples_per_s (measured by
+                              the trainer; records before cpu_s have none)
     memory             dict   peak_mb, kind ('process_max_rss' | 'cuda_max_allocated')
     wall_time_s        float  the whole run as the runner timed it (seconds)
     device             str    the processor kind (:func:`processor_kind`): runs are bit-identical
