@@ -20,10 +20,11 @@ Layout (every table optional except at least one modality table)::
     [MODALITY.grid]    grid keys that replace the suite-wide grid's keys for this modality
     [[MODALITY.extra]] extra configurations beside the grid (baselines such as a frozen
                        floor or a pretrained model): each may hold train, loss, options,
-                       grid and random_init; it inherits the modality's fixed settings
-                       (except those its own grid sweeps) and the grid's seeds, but not the
-                       rest of the grid, so it adds one run per data set and seed unless it
-                       sweeps a grid of its own
+                       grid and random_init, and datasets (a subset of the modality's, e.g.
+                       a setting that depends on the data set); it inherits the modality's
+                       fixed settings (except those its own grid sweeps) and the grid's
+                       seeds, but not the rest of the grid, so it adds one run per data set
+                       and seed unless it sweeps a grid of its own
 
 Precedence of a loss setting, lowest first: LossSpec default < the adapter's
 ``default_loss`` < ``[defaults.loss]`` < ``[MODALITY.loss]`` < the grid. A setting that is
@@ -68,7 +69,7 @@ from .spec import LossSpec, RunSpec, TrainSpec
 
 SUITE_KEYS = {"name": str, "description": str, "budget_cpu_hours": float, "budget_cpu_minutes_per_run": float}
 MODALITY_KEYS = ("datasets", "random_init", "train", "loss", "options", "grid", "extra")
-EXTRA_KEYS = ("random_init", "train", "loss", "options", "grid")
+EXTRA_KEYS = ("datasets", "random_init", "train", "loss", "options", "grid")
 DEFAULTS_KEYS = ("train", "loss")
 SUITE_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]*$")
 
@@ -488,7 +489,12 @@ def _expand_modality(where: _Where, mod: str, table: Any, suite: str, d_train: d
         sub_grid = dict(_check_table(where, f"{epath}.grid", extra.get("grid", {})))
         swept = {_canonical_grid_key(where, f"{epath}.grid", k) for k in sub_grid}
         sub_grid.setdefault("seed", grid["seed"])
-        sub: dict[str, Any] = {"datasets": datasets, "random_init": extra.get("random_init", False),
+        ex_datasets = extra.get("datasets", datasets)
+        if (not isinstance(ex_datasets, list) or not ex_datasets
+                or any(d not in datasets for d in ex_datasets)):
+            raise where.err(f"{epath}.datasets", f"{ex_datasets!r} is invalid; allowed: a non-empty list of the "
+                            f"modality's data sets ({', '.join(map(str, datasets))})")
+        sub: dict[str, Any] = {"datasets": ex_datasets, "random_init": extra.get("random_init", False),
                                "grid": sub_grid}
         for section in ("train", "loss", "options"):
             # the modality's fixed settings carry over, except those this extra sweeps

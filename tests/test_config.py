@@ -230,6 +230,16 @@ def test_bad_extra_is_named(tmp_path, snippet, needle):
     assert needle in error_of(tmp_path, BASE + snippet)
 
 
+def test_extra_restricted_to_some_data_sets(tmp_path):
+    """A setting that depends on the data set (e.g. tau+ = its measured class prior) runs only there."""
+    ds = load(tmp_path, BASE).specs[0].dataset
+    text = BASE + f'[[toy.extra]]\ndatasets = ["{ds}"]\nloss = {{tau_plus = 0.3}}\n'
+    s = load(tmp_path, text)
+    extra = [sp for sp in s.specs if sp.loss.tau_plus == 0.3]
+    assert {sp.dataset for sp in extra} == {ds} and len(extra) == 2       # one run per seed
+    assert "toy.extra[0].datasets" in error_of(tmp_path, BASE + '[[toy.extra]]\ndatasets = ["nope"]\n')
+
+
 def test_extra_that_is_not_an_array_of_tables(tmp_path):
     assert "toy.extra" in error_of(tmp_path, BASE.replace("[toy]\n", "[toy]\nextra = 3\n"))
 
