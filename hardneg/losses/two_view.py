@@ -20,6 +20,7 @@ from .checks import (
     _compute_dtype,
     _reduce,
 )
+from .chunked import check_chunk_size, chunked_log_r, two_view_blocks
 from .infonce import _infonce_core, contrastive_loss
 from .kernels import _SAFE_EXP_RANGE, _debias_and_finish
 
@@ -135,6 +136,7 @@ def hard_negative_loss(
     return_details: bool = False,
     labels: Tensor | None = None,
     gather_distributed: bool = False,
+    chunk_size: int | None = None,
 ) -> Tensor | LossOutput:
     """The two-view (SimCLR) hard-negative loss, mean over the 2B anchors.
 
@@ -147,6 +149,13 @@ def hard_negative_loss(
     gather_distributed: under torch.distributed, gather the other ranks' projections (with
     gradients) so that every anchor sees the global batch's 2BW - 2 negatives.
     labels: (B,) class labels for diagnostics only.
+    chunk_size: K >= 1 computes the same loss and gradient (exact, not an approximation)
+    without the 2B x 2B matrix: K x K blocks of the logits are streamed in the forward and
+    recomputed in the backward (:mod:`hardneg.losses.chunked`), so memory is O(K^2 + B d)
+    instead of O(B^2), for about one extra pass of the similarity matmul. K larger than the
+    matrix is clamped to it (one block). Works with ``extra_negatives`` and
+    ``gather_distributed``. With ``return_details`` only the diagnostics that need no
+    matrix are given: floor_rate, pos_logit, neg_logit.
     """
     if z1.dim() != 2 or z1.shape != z2.shape:
         raise HardnegError(f"z1 and z2 must both have shape (B, d); got {tuple(z1.shape)} and {tuple(z2.shape)}")
@@ -156,9 +165,18 @@ def hard_negative_loss(
     _check_hyper(beta, tau_plus, temperature)
     _check_choice("hardness", hardness, ("logit", "cosine"))
     _check_choice("reduction", reduction, ("mean", "sum", "none"))
+    if chunk_size is not None:
+        check_chunk_size(chunk_size)
+    if extra_negatives is not None and (extra_negatives.dim() != 2 or extra_negatives.shape[1] != z1.shape[1]):
+        raise HardnegError(f"extra_negatives has shape {tuple(extra_negatives.shape)}; "
+                           f"allowed: (K, {z1.shape[1]})")
     dtype = _compute_dtype(z1)
     z1n = F.normalize(z1.to(dtype), dim=1)
     z2n = F.normalize(z2.to(dtype), dim=1)
+    if chunk_size is not None:
+        return _chunked(z1n, z2n, extra_negatives, beta=beta, tau_plus=tau_plus, temperature=temperature,
+                        floor=floor, hardness=hardness, reduction=reduction, return_details=return_details,
+                        gather=gather_distributed, chunk_size=chunk_size)
     if gather_distributed:
         from ..distributed import gather_two_view
         scores, pos_mask, neg_mask, lab_a, lab_c = gather_two_view(z1n, z2n, labels)
@@ -182,9 +200,6 @@ def hard_negative_loss(
             temperature=float(temperature), floor=floor, min_score=-1.0, multi_positive="softmax")
         l = None
     else:
-        if extra_negatives.dim() != 2 or extra_negatives.shape[1] != z1.shape[1]:
-            raise HardnegError(f"extra_negatives has shape {tuple(extra_negatives.shape)}; "
-                               f"allowed: (K, {z1.shape[1]})")
         e = F.normalize(extra_negatives.to(dtype), dim=1)
         zs = z * scale
         l = torch.cat([zs @ z.T, zs @ e.T], dim=1)
@@ -210,4 +225,31 @@ def hard_negative_loss(
         if extra_negatives is not None:
             pos_mask = torch.cat([pos_mask, pos_mask.new_zeros(2 * b, extra_negatives.shape[0])], dim=1)
         diag.update(representation_diagnostics(l.detach() * temperature, pos_mask, neg_mask))
+    return LossOutput(loss, per_anchor, diag)
+
+
+def _chunked(z1n: Tensor, z2n: Tensor, extra_negatives: Tensor | None, *, beta: float, tau_plus: float,
+             temperature: float, floor: bool, hardness: str, reduction: str, return_details: bool,
+             gather: bool, chunk_size: int) -> Tensor | LossOutput:
+    """The two-view loss through :func:`chunked_log_r`; the rest is the dense path's finish."""
+    extra = None if extra_negatives is None else F.normalize(extra_negatives.to(z1n.dtype), dim=1)
+    anchors, cand, excluded = two_view_blocks(z1n, z2n, extra, gather)
+    beta_eff = float(beta) * (temperature if hardness == "cosine" else 1.0)
+    l_pos = (z1n * z2n).sum(1) / temperature
+    l_pos = torch.cat([l_pos, l_pos])
+    log_r = chunked_log_r(anchors, cand, excluded, temperature=temperature, beta=beta_eff,
+                          chunk_size=chunk_size)
+    n = cand.shape[0] - excluded.shape[1]
+    per_anchor, floored = _debias_and_finish(
+        log_r, torch.full_like(log_r, math.log(n)), l_pos, l_pos, torch.zeros_like(l_pos),
+        tau_plus=float(tau_plus), temperature=float(temperature), floor=floor, min_score=-1.0,
+        multi_positive="softmax")
+    loss = _reduce(per_anchor, reduction)
+    if not return_details:
+        return loss
+    with torch.no_grad():                    # the mean negative logit from the column sum, O(B d)
+        a, c = anchors.detach(), cand.detach()
+        row_sum = a @ c.sum(0) - (a * c[excluded[:, 0]]).sum(1) - (a * c[excluded[:, 1]]).sum(1)
+        diag = {"floor_rate": float(floored.float().mean()), "pos_logit": float(l_pos.detach().mean()),
+                "neg_logit": float((row_sum / (n * temperature)).mean())}
     return LossOutput(loss, per_anchor, diag)
