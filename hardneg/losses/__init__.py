@@ -42,6 +42,13 @@ Conventions, stated because the literature varies:
   N_i and the weight normalisation are then taken over the whole pool.
 
 The Jensen-Shannon form used by InfoGraph is :func:`jsd_loss`.
+
+Where things live: ``checks`` (argument checks, :class:`LossOutput`), ``kernels`` (softplus,
+the tilted log-sum, the debias / floor / finish step), ``infonce`` (:func:`contrastive_loss`
+over any score matrix), ``two_view`` (:func:`hard_negative_loss`, the fused SimCLR path),
+``chunked`` (its exact blockwise form, ``chunk_size=K``, for batches beyond memory), ``jsd``
+and ``modules`` (:class:`HardNegativeLoss`). The trainer's :class:`Objective` lives in
+:mod:`hardneg.objective` and is importable from here too.
 """
 
 # the private helpers stay importable from here, as they were from the one-file module (F401)
