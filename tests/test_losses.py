@@ -9,7 +9,8 @@ import torch
 import torch.nn.functional as F
 
 from hardneg import HardNegativeLoss, HardnegError, contrastive_loss, hard_negative_loss, jsd_loss
-from hardneg.losses import Objective, hardness_weights, two_view_masks
+from hardneg.losses import hardness_weights, two_view_masks
+from hardneg.objective import Objective
 from hardneg.spec import LossSpec
 
 
@@ -470,3 +471,31 @@ def test_representation_diagnostics_alignment_and_uniformity():
     sq = torch.cdist(zz, zz).pow(2)
     expect = torch.log(torch.exp(-2 * sq[neg]).mean())
     assert d["uniformity"] == pytest.approx(float(expect), rel=1e-9)
+
+
+@pytest.mark.parametrize("neg_score", [-0.2, -0.5, -0.9])
+def test_tiny_losses_keep_full_relative_precision(neg_score):
+    # loss_i = log(1 + sum_j exp(l_ij - l+_i)): the final step is softplus(log Ng - l+), so a
+    # loss of 1e-10 .. 1e-40 keeps float64's relative precision; logaddexp(l+, log Ng) - l+
+    # would round it to a multiple of eps * l+ ~ 4e-15 (shown below, so the test can fail)
+    a, c, t = 6, 9, 0.05
+    g = torch.Generator().manual_seed(3)
+    scores = neg_score + 0.05 * torch.rand(a, c, generator=g, dtype=torch.float64)
+    pos = torch.zeros(a, c, dtype=torch.bool)
+    pos[torch.arange(a), torch.arange(a)] = True
+    scores[pos] = 1.0
+    neg = ~pos
+    ours = contrastive_loss(scores, pos, neg, beta=0.0, tau_plus=0.0, temperature=t, reduction="none")
+    l = scores / t
+    ratio = torch.exp(l - l[pos].unsqueeze(1)).masked_fill(~neg, 0.0).sum(1)
+    ref = torch.log1p(ratio)                                   # no cancellation: exact to rounding
+    assert float(ref.max()) < 1e-9
+    rel = ((ours - ref).abs() / ref).max()
+    assert rel < 1e-13, float(rel)
+    naive = torch.logaddexp(l[pos], l.masked_fill(~neg, float("-inf")).logsumexp(1)) - l[pos]
+    assert ((naive - ref).abs() / ref).max() > 1e-6
+    # the two-view path ends in the same step
+    z1 = torch.tensor([[1.0, 0.0], [-1.0, 0.0]], dtype=torch.float64)
+    per = hard_negative_loss(z1, z1.clone(), beta=0.0, tau_plus=0.0, temperature=t, reduction="none")
+    exact = math.log1p(2 * math.exp(-2.0 / t))                # negatives: the other item's two views
+    assert torch.allclose(per, torch.full_like(per, exact), rtol=1e-13, atol=0), (per, exact)

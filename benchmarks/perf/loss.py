@@ -7,6 +7,19 @@ subprocess per configuration (CPU: peak RSS above the inputs during one fwd+bwd,
 CUDA: torch.cuda.max_memory_allocated above the inputs).
 
     python benchmarks/perf/loss.py [--sizes 256 1024 4096] [--dim 128] [--repeats 7] [--device cpu]
+
+``--large`` compares the dense two-view loss with the exact blockwise form
+(``chunk_size``) at batches beyond memory: B = 4,096, 16,384, 65,536 by default, d = 128,
+float32, beta = 1, tau+ = 0.1, t = 0.5, on the CPU. Every (B, method) runs in its own child
+process, which reports the median forward+backward time of its repetitions and its peak
+resident memory (VmHWM = getrusage's ru_maxrss: the whole process, torch and inputs
+included) and the peak above its inputs. Dense runs only where its estimated peak fits
+``--budget-gb`` (default 8): the estimate is the dense peak measured at the largest B that
+ran, scaled by (B / B0)^2, else three float32 (2B)^2 matrices; otherwise it prints
+"skipped (needs X GB)". Batches up to 4,096 run ``--rounds`` rounds of the two children
+alternately (a shared machine drifts); larger ones one child each, one repetition.
+
+    python benchmarks/perf/loss.py --large [--sizes 4096 16384 65536] [--chunk 1024] [--budget-gb 8]
 """
 
 from __future__ import annotations
@@ -85,6 +98,65 @@ def _status_kb(field: str) -> int:
     raise RuntimeError(f"{field} not in /proc/self/status")
 
 
+def large_child(method: str, b: int, d: int, chunk: int, reps: int) -> dict:
+    """In a child: median fwd+bwd seconds over ``reps`` (after a warm-up when reps > 1) and peak RSS."""
+    g = torch.Generator().manual_seed(b)
+    z1 = torch.randn(b, d, generator=g).requires_grad_(True)
+    z2 = torch.randn(b, d, generator=g).requires_grad_(True)
+    base = _status_kb("VmRSS")
+    k = None if method == "dense" else chunk
+
+    def fn(a, c):
+        return hard_negative_loss(a, c, beta=1.0, tau_plus=0.1, temperature=0.5, chunk_size=k)
+
+    if reps > 1:
+        step(fn, z1, z2)
+    times = []
+    for _ in range(reps):
+        tic = time.perf_counter()
+        loss = step(fn, z1, z2)
+        times.append(time.perf_counter() - tic)
+    return {"s": statistics.median(times), "times": times, "loss": float(loss.detach()),
+            "peak_gb": _status_kb("VmHWM") / 2**20, "above_inputs_gb": (_status_kb("VmHWM") - base) / 2**20}
+
+
+def main_large(args) -> None:
+    sizes = args.sizes if args.sizes_given else [4096, 16384, 65536]
+    print(f"two-view loss, beta=1 tau+=0.1 t=0.5, float32, d={args.dim}, cpu, threads={torch.get_num_threads()}, "
+          f"chunk_size={args.chunk}, dense budget {args.budget_gb:g} GB, torch={torch.__version__}", flush=True)
+    print(f"{'B':>7} {'method':>8} {'time s':>9} {'vs dense':>9} {'peak RSS GB':>12} {'above inputs GB':>16}  loss",
+          flush=True)
+    dense_ref = None                                  # (B, peak above inputs) of the largest dense run
+    for b in sizes:
+        matrix_gb = 4 * (2 * b) ** 2 / 2**30
+        need = dense_ref[1] * (b / dense_ref[0]) ** 2 if dense_ref else 3 * matrix_gb
+        methods = ["dense", "chunked"] if need <= args.budget_gb else ["chunked"]
+        rounds, reps = (args.rounds, 3) if b <= 4096 else (1, 1)
+        res: dict[str, list[dict]] = {m: [] for m in methods}
+        for _ in range(rounds):
+            for m in methods:
+                cmd = [sys.executable, __file__, "--large-child", m, str(b), str(args.dim), str(args.chunk),
+                       str(reps)] + (["--threads", str(args.threads)] if args.threads else [])
+                out = subprocess.run(cmd, check=False, capture_output=True, text=True)
+                if out.returncode:
+                    raise SystemExit(f"child {m} B={b} failed ({out.returncode}): {out.stderr[-2000:]}")
+                res[m].append(json.loads(out.stdout))
+        summary = {m: {"s": statistics.median(t for r in rs for t in r["times"]),
+                       "peak_gb": max(r["peak_gb"] for r in rs),
+                       "above_inputs_gb": max(r["above_inputs_gb"] for r in rs), "loss": rs[0]["loss"]}
+                   for m, rs in res.items()}
+        if "dense" in summary:
+            dense_ref = (b, summary["dense"]["above_inputs_gb"])
+        else:
+            print(f"{b:>7} {'dense':>8}  skipped (needs {need:.1f} GB: "
+                  + (f"the measured dense peak at B={dense_ref[0]} scaled by (B/{dense_ref[0]})^2)"
+                     if dense_ref else "three float32 (2B)^2 matrices)"), flush=True)
+        for m, s in summary.items():
+            ratio = f"{s['s'] / summary['dense']['s']:.2f}" if "dense" in summary else "-"
+            print(f"{b:>7} {m:>8} {s['s']:>9.2f} {ratio:>9} {s['peak_gb']:>12.2f} {s['above_inputs_gb']:>16.2f}"
+                  f"  {s['loss']:.6f}", flush=True)
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--sizes", type=int, nargs="+", default=[256, 1024, 4096])
@@ -93,9 +165,22 @@ def main() -> None:
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
     ap.add_argument("--threads", type=int, default=0)
     ap.add_argument("--child", nargs=3, metavar=("METHOD", "B", "D"), help=argparse.SUPPRESS)
+    ap.add_argument("--large", action="store_true", help="dense vs chunked beyond memory (CPU, children)")
+    ap.add_argument("--chunk", type=int, default=1024, help="--large: chunk_size of the blockwise form")
+    ap.add_argument("--budget-gb", type=float, default=8.0, help="--large: skip dense beyond this estimate")
+    ap.add_argument("--rounds", type=int, default=3, help="--large: alternating child rounds for B <= 4096")
+    ap.add_argument("--large-child", nargs=5, help=argparse.SUPPRESS)
     args = ap.parse_args()
+    args.sizes_given = any(a.startswith("--sizes") for a in sys.argv[1:])
     if args.threads:
         torch.set_num_threads(args.threads)
+    if args.large_child:
+        m, b, d, k, r = args.large_child
+        print(json.dumps(large_child(m, int(b), int(d), int(k), int(r))))
+        return
+    if args.large:
+        main_large(args)
+        return
     if args.child:
         print(json.dumps(measure_memory(args.child[0], int(args.child[1]), int(args.child[2]), args.device)))
         return
@@ -107,8 +192,8 @@ def main() -> None:
         z1 = torch.randn(b, args.dim, generator=g).to(dev).requires_grad_(True)
         z2 = torch.randn(b, args.dim, generator=g).to(dev).requires_grad_(True)
         times = {m: [] for m in METHODS}
-        for m in METHODS:  # warm-up
-            step(METHODS[m], z1, z2)
+        for fn in METHODS.values():  # warm-up
+            step(fn, z1, z2)
         reps = args.repeats if b < 4096 or dev.type == "cuda" else max(3, args.repeats // 2)
         for _ in range(reps):
             for m, fn in METHODS.items():
