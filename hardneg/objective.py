@@ -46,7 +46,8 @@ class Objective:
         if s.objective != "infonce":
             raise HardnegError(f"loss.objective={s.objective!r} has no two-view form; allowed: infonce")
         kwargs = {"beta": s.beta, "tau_plus": s.tau_plus, "temperature": s.temperature, "floor": s.floor,
-                  "hardness": s.hardness, "gather_distributed": gather_distributed}
+                  "hardness": s.hardness, "gather_distributed": gather_distributed,
+                  "chunk_size": s.chunk_size or None}
         if details:
             return hard_negative_loss(z1, z2, return_details=True, labels=labels, **kwargs)
         per = hard_negative_loss(z1, z2, reduction="none", **kwargs)

@@ -47,6 +47,10 @@ class LossSpec:
         hardness: 'logit' (w = exp(beta s / t), the authors' code) or 'cosine' (w = exp(beta s)).
         multi_positive: 'softmax' or 'mean', the semantics for M > 1 positives per anchor.
         jsd_convention: 'derived', 'authors' (parity with the authors' code) or 'logit'.
+        chunk_size: 0 (the dense 2B x 2B score matrix) or K >= 1: the two-view InfoNCE loss
+            streamed over K x K blocks, exact in value and gradient (``hard_negative_loss``'s
+            ``chunk_size``), for batches whose score matrix does not fit in memory. It changes
+            results only at float rounding, so it is not in the run id.
 
     Raises (from :meth:`validate`): :class:`~hardneg.errors.ConfigError` naming the field,
     the value and what is allowed; NaN and inf are refused for every number.
@@ -60,6 +64,7 @@ class LossSpec:
     hardness: str = "logit"
     multi_positive: str = "softmax"
     jsd_convention: str = "derived"
+    chunk_size: int = 0
 
     def validate(self) -> "LossSpec":
         """Check every field; return self (so ``LossSpec(...).validate()`` chains)."""
@@ -78,6 +83,9 @@ class LossSpec:
         if self.jsd_convention not in JSD_CONVENTIONS:
             raise ConfigError(f"loss.jsd_convention={self.jsd_convention!r} is not known; "
                               f"allowed: {', '.join(JSD_CONVENTIONS)}")
+        if isinstance(self.chunk_size, bool) or not isinstance(self.chunk_size, int) or self.chunk_size < 0:
+            raise ConfigError(f"loss.chunk_size={self.chunk_size!r} is invalid; allowed: 0 (dense) or an "
+                              "integer K >= 1 (exact loss streamed over K x K blocks)")
         return self
 
     def stability_warnings(self) -> list[str]:
@@ -230,6 +238,7 @@ class RunSpec:
         """
         d = self.to_dict()
         d.pop("suite")
+        d["loss"].pop("chunk_size", None)  # exact: changes results only at float rounding
         d["train"] = {k: v for k, v in d["train"].items()
                       if k not in _NOT_IN_RUN_ID and not (k in _ADDED_LATER and v == _ADDED_LATER[k])}
         blob = json.dumps(d, sort_keys=True, separators=(",", ":"), default=str)

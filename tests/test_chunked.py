@@ -192,3 +192,21 @@ def test_gathered_chunked_matches_dense_global_batch(tmp_path):
         sl = slice(r * B_LOCAL, (r + 1) * B_LOCAL)
         assert float((p["g1"] - WORLD * a.grad[sl]).abs().max()) < 1e-10
         assert float((p["g2"] - WORLD * b.grad[sl]).abs().max()) < 1e-10
+
+
+def test_suites_set_chunk_size_without_changing_the_run_id():
+    from hardneg.errors import ConfigError
+    from hardneg.objective import Objective
+    from hardneg.spec import LossSpec, RunSpec, TrainSpec
+
+    dense = RunSpec(modality="image", dataset="cifar10", loss=LossSpec(beta=1.0, tau_plus=0.1), train=TrainSpec())
+    chunked = RunSpec(modality="image", dataset="cifar10",
+                      loss=LossSpec(beta=1.0, tau_plus=0.1, chunk_size=5).validate(), train=TrainSpec())
+    assert chunked.run_id == dense.run_id
+    z1, z2 = _views(13, 6, seed=3)
+    a = Objective(dense.loss).two_view(z1, z2).per_anchor
+    b = Objective(chunked.loss).two_view(z1, z2).per_anchor
+    assert float((a - b).abs().max()) < 1e-10
+    for bad in (-1, 2.5, True):
+        with pytest.raises(ConfigError, match=f"loss.chunk_size={bad!r} is invalid; allowed: 0"):
+            LossSpec(chunk_size=bad).validate()
