@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .errors import HardnegError
 
@@ -33,8 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", default=[], metavar="MODALITY[/DATASET]",
                    help="run only these modalities / data sets, e.g. graph/MUTAG (repeatable; glob allowed)")
     r.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel runs (processes; default 1)")
-    r.add_argument("--executor", default="local", metavar="NAME",
-                   help="where runs execute: local (this machine: sequential, or --jobs N processes)")
+    r.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="where runs execute: local (this machine: sequential, or --jobs N processes; the "
+                        "default) or ray (one Ray task a run, with the CPUs / GPUs its train.threads and "
+                        "train.device state; needs pip install \"hardneg[ray]\")")
+    r.add_argument("--address", metavar="HOST:PORT",
+                   help="with --executor ray: the head node of a running Ray cluster (default: $RAY_ADDRESS, "
+                        "else a Ray instance started on this machine)")
     r.add_argument("--rerun-changed", action="store_true",
                    help="rerun finished runs whose data checksums or adapter version differ from what a rerun "
                         "would use (default: refuse to start; old records are kept in .superseded/)")
@@ -97,7 +102,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         for line in failed:                            # the runs that need it fail with their own record
             print(f"hardneg: warning: {line}", file=sys.stderr)
     from .executors import make_executor
-    executor = make_executor(args.executor, jobs=args.jobs)
+    executor = make_executor(args.executor, jobs=args.jobs, address=args.address)
     summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, executor=executor,
                                progress=False if args.no_progress else None, on_changed=on_changed)
     for line in summary.lines():
