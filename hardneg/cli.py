@@ -101,10 +101,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         failed = _fetch(_spec_targets(suite.specs), resolve_data_root(args.data_root))
         for line in failed:                            # the runs that need it fail with their own record
             print(f"hardneg: warning: {line}", file=sys.stderr)
-    from .executors import make_executor
-    executor = make_executor(args.executor, jobs=args.jobs, address=args.address)
-    summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, executor=executor,
-                               progress=False if args.no_progress else None, on_changed=on_changed)
+    from .distributed import launch_env
+    progress = False if args.no_progress else None
+    if launch_env()[1] > 1:                            # under torchrun: one process per rank
+        if args.executor != "local" or args.jobs != 1 or args.address:
+            raise HardnegError("under torchrun every rank is one process of the same run; allowed: no --jobs, "
+                               "--executor or --address")
+        from .torchrun import run_ranks
+        summary = run_ranks(suite, results_dir=folder, data_root=args.data_root, on_changed=on_changed,
+                            progress=progress)
+        if summary is None:                            # rank > 0: rank 0 prints, records and reports
+            return 0
+    else:
+        from .executors import make_executor
+        executor = make_executor(args.executor, jobs=args.jobs, address=args.address)
+        summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, executor=executor,
+                                   progress=progress, on_changed=on_changed)
     for line in summary.lines():
         print(line)
     if summary.interrupted:

@@ -109,8 +109,14 @@ class RunTask:
         """Only writing the record may raise (ResultsError): the run's own errors become its record."""
         rec = self.measure(job, log)
         outcome = self.finish(rec, log)
-        self.checkpoint(job.spec.run_id).unlink(missing_ok=True)
+        self.drop_checkpoint(rec)
         return outcome
+
+    def drop_checkpoint(self, rec: Mapping[str, Any]) -> None:
+        """Remove the run's checkpoint once its record is written, unless it was refused for its
+        world size (:class:`hardneg.train.CheckpointMismatch`): that one is kept to resume from."""
+        if (rec.get("error") or {}).get("type") != "CheckpointMismatch":
+            self.checkpoint(rec["run_id"]).unlink(missing_ok=True)
 
     def measure(self, job: Job, log: Log) -> dict[str, Any]:
         """Run ``job`` and return its whole record (ok, or failed with the error); writes nothing."""
@@ -251,7 +257,7 @@ def _ray_entry(task: RunTask, job: Job) -> dict[str, Any]:
     import socket
     task = dataclasses.replace(task, provenance={**task.provenance, "host": socket.gethostname()})
     rec = task.measure(job, _stderr_log(job.label))
-    task.checkpoint(job.spec.run_id).unlink(missing_ok=True)
+    task.drop_checkpoint(rec)
     return rec
 
 
