@@ -278,7 +278,9 @@ class RayCluster(Executor):
     data at ``--data-root`` (or their own ``$HARDNEG_DATA``); the results folder needs to exist
     only here. A task whose worker dies (killed, node lost) becomes a failure record (Ray's
     retries are off by default, ``max_retries``), retried on the next invocation like any
-    failed run. Without ``address`` Ray's own default applies ($RAY_ADDRESS, else a Ray
+    failed run. A run's per-epoch checkpoint lives in the cache of the worker that ran it (a
+    rerun resumes from it when it lands on the same node, else starts over). Without
+    ``address`` Ray's own default applies ($RAY_ADDRESS, else a Ray
     instance started on this machine). An address where nothing answers within
     ``connect_timeout_s`` is a :class:`HardnegError` before anything runs.
     """
