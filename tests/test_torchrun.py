@@ -16,15 +16,18 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
+import hardneg
 from hardneg import executors, runner
 from hardneg.context import open_run
 from hardneg.errors import HardnegError
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 from hardneg.train import CheckpointMismatch, train
 
-try:                                    # the trainer's objective (moving out of losses.py)
+# the trainer's objective (moving from losses.py to objective.py): this checkout's, by file, since
+# an editable install elsewhere may answer an import of a module this checkout does not have
+if (Path(hardneg.__file__).parent / "objective.py").is_file():
     from hardneg.objective import Objective
-except ImportError:
+else:
     from hardneg.losses import Objective
 
 REPO = Path(__file__).resolve().parents[1]
