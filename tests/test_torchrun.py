@@ -41,33 +41,36 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _spec(bn: bool, sync: bool, **train) -> RunSpec:
-    t = dict(epochs=STEPS, batch_size=B, max_steps_per_epoch=1, threads=1, lr=0.05, diagnostics_every=0,
+def _spec(bn: bool, sync: bool, epochs: int = STEPS, **train) -> RunSpec:
+    t = dict(epochs=epochs, batch_size=B, max_steps_per_epoch=1, threads=1, lr=0.05, diagnostics_every=0,
              sync_batchnorm=sync, device="cpu", **train)
     return RunSpec("toyddp", "blobs4", seed=0, loss=LossSpec(beta=1.0, tau_plus=0.1, temperature=0.5),
                    train=TrainSpec(**t), options={"bn": bn, "hidden": 16, "n": 64})
 
 
-def _train(bn: bool, sync: bool) -> dict:
-    """Three optimiser steps of the toy: per-step global loss, the last step's gradients, the weights."""
-    spec = _spec(bn, sync)
+def _train(bn: bool, sync: bool, epochs: int = STEPS, checkpoint: Path | None = None) -> dict:
+    """``epochs`` optimiser steps of the toy (one an epoch): per-step global loss, the last step's
+    gradients, the weights."""
+    spec = _spec(bn, sync, epochs)
     ad = ddp_toy.DDPToyAdapter()
     run = open_run(ad, spec, log=lambda m: None)
     ad.prepare(run)
     model = ad.build_model(run)
-    out = train(ad, model, run, Objective(spec.loss))
+    out = train(ad, model, run, Objective(spec.loss), checkpoint=checkpoint)
     return {"loss": torch.tensor([c["loss"] for c in out["curves"]], dtype=torch.float64),
+            "seconds": [c["seconds"] for c in out["curves"]],
             "grads": {n: p.grad.detach().clone() for n, p in model.named_parameters()},
             "weights": {k: v.detach().clone() for k, v in model.state_dict().items()}}
 
 
-def _rank(rank: int, port: int, bn: bool, sync: bool, out: str) -> None:
+def _rank(rank: int, port: int, bn: bool, sync: bool, out: str, epochs: int = STEPS, ckpt: str | None = None,
+          tag: str = "rank") -> None:
     os.environ.update(RANK=str(rank), LOCAL_RANK=str(rank), WORLD_SIZE=str(WORLD), MASTER_ADDR="127.0.0.1",
                       MASTER_PORT=str(port))
     from hardneg.distributed import init_from_env
     assert init_from_env(timeout_s=60) == (rank, WORLD)
     try:
-        torch.save(_train(bn, sync), f"{out}/rank{rank}.pt")
+        torch.save(_train(bn, sync, epochs, None if ckpt is None else Path(ckpt)), f"{out}/{tag}{rank}.pt")
     finally:
         dist.destroy_process_group()
 
@@ -101,6 +104,22 @@ def test_two_ranks_of_half_the_batch_equal_one_process_of_the_whole(tmp_path, bn
     assert one["loss"].unique().numel() == STEPS                   # it trained: three different losses
     moved = _max_err(one["weights"], {k: v for k, v in _initial(bn).items()})
     assert moved > 1e-3
+
+
+def test_two_ranks_resume_their_checkpoint_where_they_left_off(tmp_path):
+    """2 ranks for 2 steps with a checkpoint, then 2 ranks resuming it for the 3rd: one process's 3 steps."""
+    ckpt = tmp_path / "run.pt"
+    for epochs, tag in ((STEPS - 1, "first"), (STEPS, "resumed")):
+        mp.start_processes(_rank, args=(_free_port(), False, False, str(tmp_path), epochs, str(ckpt), tag),
+                           nprocs=WORLD, join=True, start_method="spawn")
+    assert torch.load(ckpt, weights_only=False)["world_size"] == WORLD
+    resumed = torch.load(tmp_path / "resumed0.pt")
+    first = torch.load(tmp_path / "first0.pt")
+    assert resumed["loss"].numel() == STEPS
+    assert resumed["seconds"][:-1] == first["seconds"]          # its first two steps are the checkpoint's
+    one = _train(False, False)
+    assert _max_err(resumed["weights"], one["weights"]) <= 1e-6
+    assert float((resumed["loss"] - one["loss"]).abs().max()) <= 1e-6
 
 
 def _initial(bn: bool) -> dict:
