@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 from .errors import HardnegError
 
@@ -33,8 +33,13 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--only", action="append", default=[], metavar="MODALITY[/DATASET]",
                    help="run only these modalities / data sets, e.g. graph/MUTAG (repeatable; glob allowed)")
     r.add_argument("--jobs", type=int, default=1, metavar="N", help="parallel runs (processes; default 1)")
-    r.add_argument("--executor", default="local", metavar="NAME",
-                   help="where runs execute: local (this machine: sequential, or --jobs N processes)")
+    r.add_argument("--executor", default="local", choices=("local", "ray"),
+                   help="where runs execute: local (this machine: sequential, or --jobs N processes; the "
+                        "default) or ray (one Ray task a run, with the CPUs / GPUs its train.threads and "
+                        "train.device state; needs pip install \"hardneg[ray]\")")
+    r.add_argument("--address", metavar="HOST:PORT",
+                   help="with --executor ray: the head node of a running Ray cluster (default: $RAY_ADDRESS, "
+                        "else a Ray instance started on this machine)")
     r.add_argument("--rerun-changed", action="store_true",
                    help="rerun finished runs whose data checksums or adapter version differ from what a rerun "
                         "would use (default: refuse to start; old records are kept in .superseded/)")
@@ -96,10 +101,22 @@ def _cmd_run(args: argparse.Namespace) -> int:
         failed = _fetch(_spec_targets(suite.specs), resolve_data_root(args.data_root))
         for line in failed:                            # the runs that need it fail with their own record
             print(f"hardneg: warning: {line}", file=sys.stderr)
-    from .executors import make_executor
-    executor = make_executor(args.executor, jobs=args.jobs)
-    summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, executor=executor,
-                               progress=False if args.no_progress else None, on_changed=on_changed)
+    from .distributed import launch_env
+    progress = False if args.no_progress else None
+    if launch_env()[1] > 1:                            # under torchrun: one process per rank
+        if args.executor != "local" or args.jobs != 1 or args.address:
+            raise HardnegError("under torchrun every rank is one process of the same run; allowed: no --jobs, "
+                               "--executor or --address")
+        from .torchrun import run_ranks
+        summary = run_ranks(suite, results_dir=folder, data_root=args.data_root, on_changed=on_changed,
+                            progress=progress)
+        if summary is None:                            # rank > 0: rank 0 prints, records and reports
+            return 0
+    else:
+        from .executors import make_executor
+        executor = make_executor(args.executor, jobs=args.jobs, address=args.address)
+        summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, executor=executor,
+                                   progress=progress, on_changed=on_changed)
     for line in summary.lines():
         print(line)
     if summary.interrupted:

@@ -7,10 +7,12 @@ becomes a failure record) and writes it atomically into the results folder; it r
 :class:`Outcome`. It holds only plain data, so it can be sent to another process (or host).
 
 An :class:`Executor` decides where tasks run and reports each start and finish back to the
-runner, in the runner's process. Today: :class:`Sequential` (in this process, one at a time)
-and :class:`LocalProcesses` (``--jobs N``: spawned worker processes, each with a clean torch
-state). Another backend (a cluster) is one more subclass registered in :data:`EXECUTORS`;
-the suite logic (which runs are pending, reuse, the lock, the summary) does not change.
+runner, in the runner's process: :class:`Sequential` (in this process, one at a time),
+:class:`LocalProcesses` (``--jobs N``: spawned worker processes, each with a clean torch
+state) and :class:`RayCluster` (``--executor ray``: one Ray task a run, with the CPUs and GPUs
+it states; the worker returns the record, this process writes it). Each is registered in
+:data:`EXECUTORS`; the suite logic (which runs are pending, reuse, the lock, the summary)
+does not depend on which one runs.
 
 If a record cannot be written (disk full, read-only folder), the task raises
 :class:`hardneg.record.ResultsError` and every executor stops the suite with it; records
@@ -23,12 +25,14 @@ import abc
 import dataclasses
 import hashlib
 import os
+import socket
 import sys
 import time
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, ClassVar, Mapping, Sequence
+from typing import Any, ClassVar
 
 from . import record
 from .data import cache_dir
@@ -103,28 +107,42 @@ class RunTask:
 
     def __call__(self, job: Job, log: Log) -> Outcome:
         """Only writing the record may raise (ResultsError): the run's own errors become its record."""
+        rec = self.measure(job, log)
+        outcome = self.finish(rec, log)
+        self.drop_checkpoint(rec)
+        return outcome
+
+    def drop_checkpoint(self, rec: Mapping[str, Any]) -> None:
+        """Remove the run's checkpoint once its record is written, unless it was refused for its
+        world size (:class:`hardneg.train.CheckpointMismatch`): that one is kept to resume from."""
+        if (rec.get("error") or {}).get("type") != "CheckpointMismatch":
+            self.checkpoint(rec["run_id"]).unlink(missing_ok=True)
+
+    def measure(self, job: Job, log: Log) -> dict[str, Any]:
+        """Run ``job`` and return its whole record (ok, or failed with the error); writes nothing."""
         spec = job.spec
         started, t0 = record.utc_now(), time.perf_counter()
-        ckpt = self.checkpoint(spec.run_id)
         try:
             if self.execute is not None:
                 outcome: record.Measured | BaseException = self.execute(spec, data_root=self.data_root, log=log)
             else:
                 from .train import run_spec
                 outcome = run_spec(spec, adapter=job.adapter, data_root=self.data_root, log=log,
-                                   progress=self.progress, checkpoint=ckpt)
+                                   progress=self.progress, checkpoint=self.checkpoint(spec.run_id))
         except (KeyboardInterrupt, SystemExit):
             raise
         except BaseException as exc:  # noqa: BLE001 - every run error must become a record
             outcome = exc
-        wall = time.perf_counter() - t0
-        rec = record.build(spec, outcome, started_at=started, finished_at=record.utc_now(), wall_time_s=wall,
-                           provenance=self.provenance, method=job.method,
-                           adapter=record.adapter_provenance(job.adapter))
+        return record.build(spec, outcome, started_at=started, finished_at=record.utc_now(),
+                            wall_time_s=time.perf_counter() - t0, provenance=self.provenance, method=job.method,
+                            adapter=record.adapter_provenance(job.adapter))
+
+    def finish(self, rec: Mapping[str, Any], log: Log) -> Outcome:
+        """Write the record ``rec`` (:meth:`store`) and say what the runner learns of it."""
         self.store(rec, log)
-        ckpt.unlink(missing_ok=True)
         err = rec["error"]
-        return Outcome(spec.run_id, rec["status"], wall, f"{err['type']}: {err['message']}" if err else None)
+        return Outcome(rec["run_id"], rec["status"], rec["wall_time_s"],
+                       f"{err['type']}: {err['message']}" if err else None)
 
     def store(self, rec: Mapping[str, Any], log: Log) -> None:
         """Write ``rec``; a finished or unreadable file it replaces is moved to ``.superseded/`` first."""
@@ -225,16 +243,140 @@ class LocalProcesses(Executor):
                 raise
 
 
-def _local(jobs: int = 1, **_: Any) -> Executor:
+def ray_resources(spec: RunSpec) -> dict[str, float]:
+    """What one run asks a Ray cluster for, from what its suite states: ``num_cpus`` =
+    ``train.threads`` (1 where it is 0, torch's default), ``num_gpus`` = 1 where ``train.device``
+    names CUDA ('cuda', 'cuda:N'), else 0 ('auto' runs on the CPU there: Ray hides the GPUs of a
+    task that asked for none)."""
+    t = spec.train
+    return {"num_cpus": float(t.threads or 1), "num_gpus": 1.0 if t.device.startswith("cuda") else 0.0}
+
+
+def _ray_entry(task: RunTask, job: Job) -> dict[str, Any]:
+    """Entry point of a Ray task: the run's whole record, stamped with the worker's host."""
+    import socket
+    task = dataclasses.replace(task, provenance={**task.provenance, "host": socket.gethostname()})
+    rec = task.measure(job, _stderr_log(job.label))
+    task.drop_checkpoint(rec)
+    return rec
+
+
+def _parse_address(address: str) -> tuple[str, int]:
+    host, sep, port = address.removeprefix("ray://").rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise HardnegError(f"--address {address!r} is invalid; allowed: HOST:PORT of a Ray head node "
+                           "(the GCS port of `ray start --head --port=PORT`), e.g. 127.0.0.1:6379")
+    return host, int(port)
+
+
+class RayCluster(Executor):
+    """Each job as one Ray task with its :func:`ray_resources` (``--executor ray [--address HOST:PORT]``).
+
+    The worker trains and returns the record; this process writes it (:meth:`RunTask.finish`),
+    so records land in the results folder exactly as with the local executor and a suite can be
+    resumed by either. Workers need the same hardneg (and adapter packages) installed and the
+    data at ``--data-root`` (or their own ``$HARDNEG_DATA``); the results folder needs to exist
+    only here. A task whose worker dies (killed, node lost) becomes a failure record (Ray's
+    retries are off by default, ``max_retries``), retried on the next invocation like any
+    failed run. A run's per-epoch checkpoint lives in the cache of the worker that ran it (a
+    rerun resumes from it when it lands on the same node, else starts over). Without
+    ``address`` Ray's own default applies ($RAY_ADDRESS, else a Ray
+    instance started on this machine). An address where nothing answers within
+    ``connect_timeout_s`` is a :class:`HardnegError` before anything runs.
+    """
+
+    name = "ray"
+
+    def __init__(self, address: str | None = None, *, connect_timeout_s: float = 10.0, max_retries: int = 0) -> None:
+        try:
+            import ray
+        except ImportError:
+            raise HardnegError('--executor ray needs Ray, which is not installed; install it with: '
+                               'pip install "hardneg[ray]"') from None
+        self._ray, self.max_retries = ray, max_retries
+        if address:
+            host, port = _parse_address(address)
+            try:
+                socket.create_connection((host, port), timeout=connect_timeout_s).close()
+            except OSError as exc:
+                why = "no answer" if isinstance(exc, TimeoutError) else (exc.strerror or str(exc))
+                raise HardnegError(f"--address {address}: no Ray cluster answers there ({why}, waited up to "
+                                   f"{connect_timeout_s:g}s); start one with `ray start --head --port={port}` or "
+                                   "pass the address of a running head node") from None
+        if not ray.is_initialized():
+            try:
+                ray.init(address=address or None, logging_level="ERROR", log_to_driver=True)
+            except Exception as exc:  # noqa: BLE001 - ray raises ConnectionError, RuntimeError, ...
+                raise HardnegError(f"cannot connect to the Ray cluster at {address or '(default)'}: "
+                                   f"{type(exc).__name__}: {exc}") from None
+        self.cluster = {k: float(v) for k, v in ray.cluster_resources().items()}
+        self.parallelism = max(1, int(self.cluster.get("CPU", 1)))
+
+    def _capacity(self, jobs: Sequence[Job]) -> int:
+        """How many of ``jobs`` fit on the cluster at once (by the most any of them asks)."""
+        need = {k: max(ray_resources(j.spec)[k] for j in jobs) for k in ("num_cpus", "num_gpus")}
+        have = {"num_cpus": self.cluster.get("CPU", 0.0), "num_gpus": self.cluster.get("GPU", 0.0)}
+        fits = [int(have[k] // v) for k, v in need.items() if v > 0]
+        if min(fits) < 1:
+            raise HardnegError(f"a run asks for {need['num_cpus']:g} CPU(s) and {need['num_gpus']:g} GPU(s) "
+                               f"(train.threads, train.device) but the Ray cluster has {have['num_cpus']:g} CPU(s) "
+                               f"and {have['num_gpus']:g} GPU(s); allowed: runs that fit on it")
+        return min(fits)
+
+    def run(self, jobs, task, *, started, finished, log_for) -> None:
+        ray = self._ray
+        if task.execute is not None:
+            raise HardnegError("a custom execute function works only with the sequential executor")
+        task = dataclasses.replace(task, results_dir=str(Path(task.results_dir).resolve()), progress=False,
+                                   data_root=None if task.data_root is None else str(Path(task.data_root).resolve()))
+        self.parallelism = min(self._capacity(jobs), len(jobs))
+        remote = ray.remote(_ray_entry)
+        refs: dict[Any, Job] = {}
+        queue = list(jobs)
+        try:
+            while queue or refs:
+                while queue and len(refs) < self.parallelism:
+                    job = queue.pop(0)
+                    started(job)
+                    ref = remote.options(name=f"hardneg {job.spec.run_id}", max_retries=self.max_retries,
+                                         **ray_resources(job.spec)).remote(task, job)
+                    refs[ref] = job
+                done, _ = ray.wait(list(refs), num_returns=1)
+                for ref in done:
+                    job = refs.pop(ref)
+                    try:
+                        rec = ray.get(ref)
+                    except ray.exceptions.RayError as exc:   # the worker or its node died
+                        outcome = task.crashed(job, exc, log_for(job))
+                    else:
+                        outcome = task.finish(rec, log_for(job))
+                    finished(job, outcome)
+        except BaseException:
+            for ref in refs:
+                ray.cancel(ref, force=True)
+            raise
+
+
+def _local(jobs: int = 1, address: str | None = None, **_: Any) -> Executor:
+    if address:
+        raise HardnegError(f"--address {address} needs --executor ray; the local executor runs on this machine")
     return Sequential() if jobs == 1 else LocalProcesses(jobs)
 
 
-#: ``--executor NAME`` -> factory(jobs=N, **backend options) -> Executor
-EXECUTORS: dict[str, Callable[..., Executor]] = {"local": _local}
+def _ray(jobs: int = 1, address: str | None = None, **options: Any) -> Executor:
+    if jobs != 1:
+        raise HardnegError(f"--jobs {jobs} applies to the local executor; with --executor ray as many runs go at "
+                           "once as the cluster has CPUs and GPUs for (train.threads, train.device)")
+    return RayCluster(address, **options)
+
+
+#: ``--executor NAME`` -> factory(jobs=N, address=..., **backend options) -> Executor
+EXECUTORS: dict[str, Callable[..., Executor]] = {"local": _local, "ray": _ray}
 
 
 def make_executor(name: str = "local", *, jobs: int = 1, **options: Any) -> Executor:
-    """The executor ``name`` (``local``: sequential for ``jobs = 1``, else local processes)."""
+    """The executor ``name``: ``local`` (sequential for ``jobs = 1``, else local processes) or
+    ``ray`` (:class:`RayCluster`; ``address=HOST:PORT``)."""
     if not isinstance(jobs, int) or isinstance(jobs, bool) or jobs < 1:
         raise HardnegError(f"--jobs {jobs} is invalid; allowed: an integer >= 1")
     if name not in EXECUTORS:

@@ -23,7 +23,7 @@ JSD_CONVENTIONS = ("derived", "authors", "logit")
 _NOT_IN_RUN_ID = ("device", "threads", "flush_denormal")
 #: fields added after records existed: they enter the run id only when set away from this
 #: default, so the ids of earlier records stay what they were
-_ADDED_LATER = {"eval_every": 0}
+_ADDED_LATER = {"eval_every": 0, "sync_batchnorm": False}
 
 
 #: the range in which the loss core is documented to stay finite (bf16 included); settings
@@ -120,6 +120,8 @@ class TrainSpec:
         max_steps_per_epoch: cap on steps per epoch (0 = the whole data set); for smoke runs.
         flush_denormal: CPU training flushes values below 1.2e-38 to zero. Not in the run id.
         eval_every: also evaluate every k epochs (curves and a labelled best-epoch metric); 0 = off.
+        sync_batchnorm: under torchrun (world size > 1), BatchNorm layers normalise with the
+            statistics of the global batch (every rank's rows) instead of their rank's share.
     """
 
     epochs: int = 1
@@ -135,6 +137,7 @@ class TrainSpec:
     max_steps_per_epoch: int = 0
     flush_denormal: bool = True
     eval_every: int = 0
+    sync_batchnorm: bool = False
 
     def validate(self) -> "TrainSpec":
         """Check every field; return self."""
@@ -161,6 +164,8 @@ class TrainSpec:
                               "(0 = evaluate only after the last epoch)")
         if not isinstance(self.flush_denormal, bool):
             raise ConfigError(f"train.flush_denormal={self.flush_denormal!r} is invalid; allowed: true or false")
+        if not isinstance(self.sync_batchnorm, bool):
+            raise ConfigError(f"train.sync_batchnorm={self.sync_batchnorm!r} is invalid; allowed: true or false")
         return self
 
 

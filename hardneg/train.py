@@ -25,6 +25,17 @@ softplus of a 5k x 128 score matrix: 8 ms instead of 1.2 ms on one core). Flushi
 changes nothing above 1.2e-38; like the thread count, it changes results only at rounding,
 so it is not part of the run id. It is switched off again after training, so evaluation
 and the caller's own code run with the default.
+
+Under ``torchrun --nproc-per-node N`` (RANK / WORLD_SIZE set; the process group is joined by
+:func:`hardneg.distributed.init_from_env`), :func:`train` runs the same loop on every rank:
+the model under DistributedDataParallel (``train.sync_batchnorm``: BatchNorm over the global
+batch), every rank draws the same seeded global batch of B and keeps its B/N rows
+(:func:`hardneg.distributed.shard_batch`; N not dividing B is an error naming both), the
+two-view loss takes its negatives from every rank (:class:`~hardneg.distributed.GatheringObjective`),
+and the loss a curve or the non-finite guard sees is the global batch's (the mean over
+ranks). Rank 0 alone evaluates, writes checkpoints (they name the world size; resuming
+under another is a :class:`CheckpointMismatch`) and returns what the run measured; the
+other ranks' :func:`run_spec` returns None.
 """
 
 from __future__ import annotations
@@ -42,7 +53,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import record
+from . import distributed, record
 from .adapters import Metric, ModalityAdapter, RunContext, adapter_class, open_run
 from .errors import HardnegError
 from .spec import RunSpec, TrainSpec
@@ -53,6 +64,10 @@ if TYPE_CHECKING:  # pragma: no cover
 
 class TrainingDiverged(HardnegError):
     """The loss became NaN or infinite; the run is recorded as failed."""
+
+
+class CheckpointMismatch(HardnegError):
+    """A checkpoint made under another world size; the runner keeps it (see :class:`hardneg.executors.RunTask`)."""
 
 
 def _autocast(device: torch.device, amp: str):
@@ -95,7 +110,9 @@ def train_step(adapter: ModalityAdapter, model: nn.Module, batch: Any, objective
     with _autocast(run.device, t.amp):
         out = adapter.compute_loss(model, batch, objective, run, details=details)
     loss = out.loss
-    value = float(loss.detach())        # one host sync per step, used for the guard and the curve
+    # one host sync per step, used for the guard and the curve; under torchrun the global batch's
+    # loss (every rank sees the same value, so a non-finite loss stops all of them at once)
+    value = float(distributed.mean_over_ranks(loss.detach()))
     if not math.isfinite(value):
         raise TrainingDiverged(f"loss became {value} at {where or 'a step'} "
                                f"(beta={run.spec.loss.beta}, tau_plus={run.spec.loss.tau_plus}, "
@@ -124,11 +141,27 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
     t = spec.train
     if t.epochs == 0:          # the random-initialisation floor: nothing to optimise
         return {"curves": [], "train_s": 0.0}
+    rank, size = distributed.world()
+    if size > 1 and t.batch_size % size:
+        raise HardnegError(f"train.batch_size={t.batch_size} cannot be split over world size {size} "
+                           f"(torchrun --nproc-per-node); allowed: a batch size that is a multiple of {size}")
+    if size > 1 and t.sync_batchnorm and distributed.sync_batchnorm(model, run.device) is not model:
+        raise HardnegError("train.sync_batchnorm: the model is itself a BatchNorm layer; allowed: a model "
+                           "that contains its BatchNorm layers")
     optimizer = make_optimizer(adapter.parameters(model), spec)
     curves: list[dict[str, Any]] = []
     start_epoch = 0
-    if checkpoint is not None and checkpoint.exists():
-        state = torch.load(checkpoint, map_location=run.device, weights_only=False)
+    state = None
+    if checkpoint is not None and checkpoint.exists() and rank == 0:
+        state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    state = distributed.broadcast_object(state)           # every rank resumes from rank 0's checkpoint
+    if state is not None:
+        made = state.get("world_size", 1)
+        if made != size:
+            raise CheckpointMismatch(f"checkpoint {checkpoint} was made under world size {made}, this run has "
+                                     f"world size {size}; allowed: resume it under {made} process(es) "
+                                     f"(torchrun --nproc-per-node {made}; 1 = plain hardneg run), or delete "
+                                     "it to start the run over")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         run.generator.set_state(state["generator"])
@@ -151,6 +184,10 @@ def _train_epochs(adapter: ModalityAdapter, model: nn.Module, run: RunContext, o
         from tqdm.auto import tqdm
         bar = tqdm(total=t.epochs, initial=start_epoch, desc=f"{spec.modality}/{spec.dataset}", unit="ep",
                    leave=False, dynamic_ncols=True)
+    rank, size = distributed.world()
+    net = model if size == 1 else distributed.data_parallel(model, run.device)
+    if size > 1:
+        objective = distributed.GatheringObjective(objective, spec.modality)
     for epoch in range(start_epoch, t.epochs):
         model.train()
         tic = time.perf_counter()
@@ -160,14 +197,24 @@ def _train_epochs(adapter: ModalityAdapter, model: nn.Module, run: RunContext, o
         for step, batch in enumerate(adapter.train_batches(run, epoch)):
             if t.max_steps_per_epoch and step >= t.max_steps_per_epoch:
                 break
-            out, value = train_step(adapter, model, batch, objective, optimizer, run,
-                                    details=want_diag and step == 0, where=f"epoch {epoch}, step {step}")
+            if size > 1:
+                shard = getattr(adapter, "shard_batch", None)
+                batch = shard(batch, rank, size) if shard else distributed.shard_batch(batch, rank, size)
+            try:
+                out, value = train_step(adapter, net, batch, objective, optimizer, run,
+                                        details=want_diag and step == 0, where=f"epoch {epoch}, step {step}")
+            except RuntimeError as exc:
+                if size == 1 or not distributed.is_collective_error(exc):
+                    raise
+                raise distributed.CollectiveFailed(
+                    f"rank {rank} of {size}: a collective failed at epoch {epoch}, step {step}; another rank died "
+                    f"or did not answer within the process-group timeout ({type(exc).__name__}: {exc})") from exc
             if want_diag and step == 0:
                 diag = dict(out.diagnostics)
             total += value
             steps += 1
             counted = adapter.count_samples(batch)
-            samples += int(out.per_anchor.shape[0]) if counted is None else int(counted)
+            samples += size * (int(out.per_anchor.shape[0]) if counted is None else int(counted))
         if steps == 0:
             raise HardnegError(f"epoch {epoch} produced no training batch for {spec.modality}/{spec.dataset}; "
                                f"allowed: a data set with at least one batch of train.batch_size={t.batch_size}")
@@ -175,16 +222,17 @@ def _train_epochs(adapter: ModalityAdapter, model: nn.Module, run: RunContext, o
         entry = {"epoch": epoch, "loss": total / steps, "steps": steps, "samples": samples,
                  "seconds": secs, "samples_per_s": samples / secs if secs > 0 else math.nan}
         entry.update({f"diag_{k}": v for k, v in diag.items()})
-        if t.eval_every and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs:
+        if t.eval_every and (epoch + 1) % t.eval_every == 0 and epoch + 1 < t.epochs and rank == 0:
             entry.update(_evaluate_mid_training(adapter, model, run))
         curves.append(entry)
         if bar is not None:
             bar.set_postfix(loss=f"{entry['loss']:.4f}")
             bar.update(1)
-        if checkpoint is not None:
+        if checkpoint is not None and rank == 0:
             _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "generator": run.generator.get_state(),
-                                          "torch_rng": torch.get_rng_state(), "curves": curves, "epoch": epoch})
+                                          "torch_rng": torch.get_rng_state(), "curves": curves, "epoch": epoch,
+                                          "world_size": size})
     if bar is not None:
         bar.close()
     return {"curves": curves, "train_s": sum(c["seconds"] for c in curves)}
@@ -258,8 +306,9 @@ def best_epoch_metrics(final: list[Metric], curves: list[dict[str, Any]], epochs
 
 def run_spec(spec: RunSpec, *, adapter: type[ModalityAdapter] | None = None,
              data_root: str | os.PathLike | None = None, log: Callable[[str], None] = print,
-             progress: bool = False, checkpoint: Path | None = None) -> record.Measured:
-    """Run one spec end to end with one adapter instance; return what it measured.
+             progress: bool = False, checkpoint: Path | None = None) -> record.Measured | None:
+    """Run one spec end to end with one adapter instance; return what it measured (under
+    torchrun: on rank 0; the other ranks train with it, skip the evaluation and return None).
 
     ``adapter`` is the adapter class (default: the registry's for ``spec.modality``). Errors
     propagate (the runner turns them into failure records). ``epochs = 0`` skips training:
@@ -280,6 +329,11 @@ def run_spec(spec: RunSpec, *, adapter: type[ModalityAdapter] | None = None,
     prepare_s = time.perf_counter() - t0
     model = ad.build_model(run).to(run.device)
     trained = train(ad, model, run, objective, progress=progress, checkpoint=checkpoint)
+    rank, size = distributed.world()
+    if rank != 0:
+        return None
+    if size > 1:
+        run.details["world_size"] = size
     t0 = time.perf_counter()
     model.eval()
     metrics = ad.evaluate(model, run)
