@@ -74,7 +74,8 @@ from .errors import ConfigError, DataError, HardnegError, interval_text
 from .spec import LossSpec, RunSpec, TrainSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .losses import LossOutput, Objective
+    from .losses import LossOutput
+    from .objective import Objective
 
 __all__ = ["ModalityAdapter", "Option", "ScoreBatch", "Metric", "DataStatus", "RunContext", "RunSpec",
            "TrainSpec", "LossSpec", "open_run", "register", "available", "get", "adapter_class"]

@@ -212,7 +212,7 @@ def calibrate(job: Job, *, data_root: str | None = None, steps: int = 3, log: Ca
     import torch
 
     from .context import open_run
-    from .losses import Objective
+    from .objective import Objective
     from .train import make_optimizer, train_step, training_numerics
 
     spec = job.spec

@@ -43,7 +43,7 @@ import torch
 from . import adapters as registry
 from .adapters import Metric, ModalityAdapter, Option, RunContext, ScoreBatch, open_run
 from .errors import ConfigError, HardnegError
-from .losses import Objective
+from .objective import Objective
 from .spec import LossSpec, RunSpec, TrainSpec
 from .train import train
 

@@ -59,7 +59,7 @@ from .errors import HardnegError
 from .spec import RunSpec, TrainSpec
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .losses import Objective
+    from .objective import Objective
 
 
 class TrainingDiverged(HardnegError):
@@ -314,7 +314,7 @@ def run_spec(spec: RunSpec, *, adapter: type[ModalityAdapter] | None = None,
     propagate (the runner turns them into failure records). ``epochs = 0`` skips training:
     the run then measures the randomly initialised encoder (the floor).
     """
-    from .losses import Objective
+    from .objective import Objective
 
     tic, cpu0 = time.perf_counter(), time.process_time()
     cls = adapter or adapter_class(spec.modality)

@@ -299,7 +299,7 @@ def test_execute_on_device_records_device_and_memory(tmp_path, pipeline):
 def test_trainer_places_batches_and_autocasts_on_device(tmp_path, amp):
     """Batches reach the model on the device (channels-last on CUDA by default); the forward runs in
     bf16 under ``amp='auto'`` on CUDA and under 'bf16', in float32 under 'off' (and 'auto' on CPU)."""
-    from hardneg.losses import Objective
+    from hardneg.objective import Objective
 
     root = _tree(tmp_path / "c10", 8, 2)
     spec = _spec(root, train={"amp": amp, "epochs": 1})

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from hardneg.errors import ConfigError, DataError, HardnegError
-from hardneg.losses import Objective
+from hardneg.objective import Objective
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 
 graph = pytest.importorskip("modalities.graph")

@@ -19,7 +19,7 @@ from torchvision.transforms.v2 import functional as TF
 
 from hardneg import adapters
 from hardneg.errors import ConfigError, DataError, HardnegError
-from hardneg.losses import Objective
+from hardneg.objective import Objective
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 from modalities.image import ImageAdapter
 from modalities.image import augment as A

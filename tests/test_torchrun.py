@@ -16,19 +16,13 @@ import torch
 import torch.distributed as dist
 import torch.multiprocessing as mp
 
-import hardneg
 from hardneg import executors, runner
 from hardneg.context import open_run
 from hardneg.errors import HardnegError
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 from hardneg.train import CheckpointMismatch, train
 
-# the trainer's objective (moving from losses.py to objective.py): this checkout's, by file, since
-# an editable install elsewhere may answer an import of a module this checkout does not have
-if (Path(hardneg.__file__).parent / "objective.py").is_file():
-    from hardneg.objective import Objective
-else:
-    from hardneg.losses import Objective
+from hardneg.objective import Objective
 
 REPO = Path(__file__).resolve().parents[1]
 WORLD, B, STEPS = 2, 16, 3

@@ -47,7 +47,8 @@ import torch
 
 from hardneg.adapters import RunContext, ScoreBatch, open_run
 from hardneg.data import resolve_data_root
-from hardneg.losses import Objective, jsd_loss
+from hardneg.losses import jsd_loss
+from hardneg.objective import Objective
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 from hardneg.train import training_numerics
 from modalities.graph import GraphAdapter, GraphBatch, build_tu_cache, node_graph_masks, tu_raw_dir

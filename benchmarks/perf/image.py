@@ -61,7 +61,7 @@ from pathlib import Path
 
 import torch
 
-from hardneg.losses import Objective
+from hardneg.objective import Objective
 from hardneg.spec import LossSpec, TrainSpec
 from hardneg.record import processor_kind as device_description
 from hardneg.train import training_numerics

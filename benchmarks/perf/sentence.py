@@ -22,7 +22,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 import torch  # noqa: E402
 
 from hardneg.adapters import open_run  # noqa: E402
-from hardneg.losses import Objective  # noqa: E402
+from hardneg.objective import Objective  # noqa: E402
 from hardneg.spec import LossSpec, RunSpec, TrainSpec  # noqa: E402
 from modalities.sentence import SentenceAdapter  # noqa: E402
 

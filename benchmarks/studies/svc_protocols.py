@@ -28,7 +28,7 @@ import torch
 
 from hardneg.context import open_run
 from hardneg.evaluation.svc import DEFAULT_C_GRID, svc_nested_cv
-from hardneg.losses import Objective
+from hardneg.objective import Objective
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 from hardneg.train import train
 from modalities.graph import GraphAdapter

@@ -94,11 +94,3 @@ __all__ = [
     "two_view_masks",
 ]
 
-
-def __getattr__(name: str):
-    # Objective lives in hardneg.objective (it imports this package); resolved lazily so
-    # that ``from hardneg.losses import Objective`` keeps working without an import cycle
-    if name == "Objective":
-        from ..objective import Objective
-        return Objective
-    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -22,7 +22,7 @@ Scores and masks
     benchmarks/perf/graph.py times the authors' per-node loop beside it.
 
 Objective
-    Chosen by the run's LossSpec through :class:`hardneg.losses.Objective`: ``'jsd'``
+    Chosen by the run's LossSpec through :class:`hardneg.objective.Objective`: ``'jsd'``
     (InfoGraph's Jensen-Shannon estimator; ``beta``/``tau_plus`` give the hard/debiased
     variants; ``jsd_convention`` 'derived' or 'authors') or ``'infonce'`` on the same raw
     scores. Diagnostic labels: a node carries its graph's class.
