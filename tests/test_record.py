@@ -18,7 +18,7 @@ from hardneg.record import ResultsError, UnreadableRecord
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 
 REPO = Path(__file__).resolve().parents[1]
-COMMITTED = sorted(REPO.glob("results/*/*.json"))
+COMMITTED = sorted(p for p in REPO.glob("results/*/*.json") if not p.name.startswith("."))  # .runner.json: a live lock
 
 
 def spec(**loss) -> RunSpec:
