@@ -1,0 +1,154 @@
+"""Figures: metric vs beta, beta x tau+ heatmaps, training, diagnostics and evaluation curves."""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from .fmt import _g, _slug
+
+
+def _plt():
+    import matplotlib
+    matplotlib.use("Agg", force=True)
+    import matplotlib.pyplot as plt
+    return matplotlib, plt
+
+
+def _save(fig, path: Path) -> None:
+    tmp = path.with_name(".tmp-" + path.name)
+    fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
+    os.replace(tmp, path)
+
+
+def _finish(fig, axes, used: int, title: str, path: Path) -> None:
+    """Hide unused panels, title, lay out, save without metadata and close one figure."""
+    for ax in list(axes.flat)[used:]:
+        ax.set_visible(False)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    _plt()[1].close(fig)
+
+
+def _grid_shape(n: int) -> tuple[int, int]:
+    cols = min(3, n)
+    return (n + cols - 1) // cols, cols
+
+
+def _curves(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per-epoch entries from a record: list-of-dicts, or dict-of-lists."""
+    c = rec.get("curves") or []
+    if isinstance(c, Mapping):
+        keys = sorted(c)
+        length = max((len(c[k]) for k in keys if isinstance(c[k], list)), default=0)
+        return [{k: c[k][i] for k in keys if isinstance(c[k], list) and i < len(c[k])} | {"epoch": i}
+                for i in range(length)]
+    return [e for e in c if isinstance(e, Mapping)]
+
+
+def _is_eval_curve(key: str) -> bool:
+    """Downstream metrics evaluated during training (train.eval_every), not their std or timing."""
+    return key.startswith("eval_") and not key.endswith("_std") and key != "eval_seconds"
+
+
+def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[dict[str, str]]:
+    """All figures; returns [{kind, modality, dataset, setting, file}] in a fixed order."""
+    matplotlib, plt = _plt()
+    fdir = out / "figures"
+    fdir.mkdir(parents=True, exist_ok=True)
+    made: list[dict[str, str]] = []
+    setting_of = dict(zip(df["run_id"], df["setting"]))
+    with matplotlib.rc_context():
+        plt.style.use("default")
+        matplotlib.rcParams["svg.hashsalt"] = "hardneg"
+        for (mod, ds, setting), g in summ.groupby(["modality", "dataset", "setting"], sort=True):
+            tag = _slug(mod, ds) + (f"_{hashlib.sha256(setting.encode()).hexdigest()[:8]}" if setting else "")
+            tr = g[g["trained"]]
+            floor = g[~g["trained"]]
+            metrics = sorted(set(zip(tr["metric"], tr["split"])))
+            title = f"{mod} / {ds}" + (f"\n{setting}" if setting else "")
+            if metrics and tr["beta"].nunique() >= 1:
+                r, c = _grid_shape(len(metrics))
+                fig, axes = plt.subplots(r, c, figsize=(4.2 * c, 3.4 * r), squeeze=False)
+                for ax, (metric, split) in zip(axes.flat, metrics):
+                    m = tr[(tr["metric"] == metric) & (tr["split"] == split)]
+                    for tau, line in m.groupby("tau_plus", sort=True):
+                        line = line.groupby("beta", sort=True).agg(mean=("mean", "mean"), std=("std", "mean"))
+                        ax.errorbar(line.index.astype(float), line["mean"], yerr=line["std"].fillna(0.0),
+                                    marker="o", capsize=3, label=f"τ+={_g(tau)}")
+                    fl = floor[(floor["metric"] == metric) & (floor["split"] == split)]
+                    if len(fl):
+                        ax.axhline(float(fl["mean"].mean()), color="grey", ls="--", lw=1, label="random init")
+                    ax.set_xlabel("β")
+                    ax.set_ylabel(f"{metric} ({split})")
+                    ax.legend(fontsize=7)
+                name = f"beta_{tag}.png"
+                _finish(fig, axes, len(metrics), title + "  (mean ± std over seeds)", fdir / name)
+                made.append({"kind": "beta", "modality": mod, "dataset": ds, "setting": setting, "file": name})
+            if metrics and tr["beta"].nunique() >= 2 and tr["tau_plus"].nunique() >= 2:
+                r, c = _grid_shape(len(metrics))
+                fig, axes = plt.subplots(r, c, figsize=(4.2 * c, 3.4 * r), squeeze=False)
+                for ax, (metric, split) in zip(axes.flat, metrics):
+                    m = tr[(tr["metric"] == metric) & (tr["split"] == split)]
+                    piv = m.pivot_table(index="tau_plus", columns="beta", values="mean", aggfunc="mean").sort_index()
+                    piv = piv.reindex(sorted(piv.columns), axis=1)
+                    im = ax.imshow(piv.values, origin="lower", aspect="auto", cmap="viridis")
+                    ax.set_xticks(range(len(piv.columns)), [_g(b) for b in piv.columns])
+                    ax.set_yticks(range(len(piv.index)), [_g(t) for t in piv.index])
+                    for i in range(piv.shape[0]):
+                        for j in range(piv.shape[1]):
+                            v = piv.values[i, j]
+                            if math.isfinite(v):
+                                ax.text(j, i, f"{v:.1f}", ha="center", va="center", fontsize=7, color="w")
+                    ax.set_xlabel("β")
+                    ax.set_ylabel("τ+")
+                    ax.set_title(f"{metric} ({split})", fontsize=8)
+                    fig.colorbar(im, ax=ax)
+                name = f"heatmap_{tag}.png"
+                _finish(fig, axes, len(metrics), title + "  (mean over seeds)", fdir / name)
+                made.append({"kind": "heatmap", "modality": mod, "dataset": ds, "setting": setting, "file": name})
+            # curves: mean over seeds per (beta, tau+)
+            recs = [r for r in records if r.get("status") == "ok" and setting_of.get(r.get("run_id")) == setting
+                    and (r.get("spec") or {}).get("modality") == mod and (r.get("spec") or {}).get("dataset") == ds
+                    and _curves(r)]
+            if not recs:
+                continue
+            series: dict[tuple[float, float], dict[str, dict[int, list[float]]]] = {}
+            for r in recs:
+                loss = r["spec"]["loss"]
+                key = (float(loss["beta"]), float(loss["tau_plus"]))
+                for e in _curves(r):
+                    ep = int(e.get("epoch", 0))
+                    for k, v in e.items():
+                        if ((k == "loss" or k.startswith("diag_") or _is_eval_curve(k))
+                                and isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)):
+                            series.setdefault(key, {}).setdefault(k, {}).setdefault(ep, []).append(float(v))
+            for kind, wanted in (("curves", lambda k: k == "loss"), ("diagnostics", lambda k: k.startswith("diag_")),
+                                 ("evaluation", _is_eval_curve)):
+                keys = sorted({k for s in series.values() for k in s if wanted(k)})
+                if not keys:
+                    continue
+                r_, c_ = _grid_shape(len(keys))
+                fig, axes = plt.subplots(r_, c_, figsize=(4.2 * c_, 3.2 * r_), squeeze=False)
+                for ax, k in zip(axes.flat, keys):
+                    for (beta, tau) in sorted(series):
+                        pts = series[(beta, tau)].get(k)
+                        if not pts:
+                            continue
+                        eps = sorted(pts)
+                        ax.plot([e + 1 for e in eps], [sum(pts[e]) / len(pts[e]) for e in eps], marker=".",
+                                label=f"β={_g(beta)}, τ+={_g(tau)}")
+                    ax.set_xlabel("epoch")
+                    ax.set_ylabel("training loss" if k == "loss" else
+                                  k.removeprefix("diag_").removeprefix("eval_"))
+                    ax.legend(fontsize=6)
+                name = f"{kind}_{tag}.png"
+                _finish(fig, axes, len(keys), title + "  (mean over seeds)", fdir / name)
+                made.append({"kind": kind, "modality": mod, "dataset": ds, "setting": setting, "file": name})
+    return made
+
