@@ -22,10 +22,11 @@ time, so the same records give byte-identical output.
 
 from __future__ import annotations
 
-from .cells import INERT_AT_BASELINE, KEY, _prepare, gains_table, summary_table
+from .cells import INERT_AT_BASELINE, KEY, _prepare, headline_metrics, load_frame, summary_table
+from .compare import floors_table, gains_table
 from .figures import plot_all
 from .page import render_page, write_report
 from .tables import dataset_table, write_tables
 
-__all__ = ["INERT_AT_BASELINE", "KEY", "_prepare", "dataset_table", "gains_table", "plot_all", "render_page",
+__all__ = ["INERT_AT_BASELINE", "KEY", "_prepare", "dataset_table", "floors_table", "gains_table", "headline_metrics", "load_frame", "plot_all", "render_page",
            "summary_table", "write_report", "write_tables"]

@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
+from typing import Any
 
 from .. import results as store
 from .fmt import _g
@@ -34,11 +35,43 @@ def _settings_of(df, by: Sequence[str], cand: Sequence[str], skip: Sequence[str]
     return out
 
 
-def _prepare(df):
+#: a record's final diagnostics (hardness achieved at the end of training) taken into the frame
+DIAGNOSTICS = ("ess", "floor_rate", "true_class_prior", "fn_weight_share")
+
+
+def headline_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
+    """Per modality, the metrics a verdict is about: the records' ``headline_metrics`` (the
+    adapter's), else (records older than that field) the first metric of its first ok record."""
+    out: dict[str, list[str]] = {}
+    for r in sorted(records, key=lambda r: str(r.get("run_id"))):
+        mod = (r.get("spec") or {}).get("modality")
+        for m in r.get("headline_metrics") or []:
+            if m not in out.setdefault(mod, []):
+                out[mod].append(m)
+    for r in sorted(records, key=lambda r: str(r.get("run_id"))):
+        mod = (r.get("spec") or {}).get("modality")
+        if not out.get(mod) and r.get("status") == "ok" and r.get("metrics"):
+            out[mod] = [r["metrics"][0].get("metric")]
+    return out
+
+
+def _prepare(df, records: Sequence[Mapping[str, Any]] | None = None):
     """Add 'trained' and the setting strings of a row: 'setting' (the non-grid settings that vary
     within its modality and data set), 'base_setting' (the same without what does nothing at
-    beta = 0, tau+ = 0) and 'modality_setting' (what varies across the whole modality)."""
+    beta = 0, tau+ = 0) and 'modality_setting' (what varies across the whole modality). With the
+    records: 'git_dirty', 'headline' (the row's metric is a headline metric of its modality) and
+    the final diagnostics as 'diag.NAME' (see :data:`DIAGNOSTICS`); without, those are unknown."""
     df = df.copy()
+    by_id = {r.get("run_id"): r for r in records or ()}
+    df["git_dirty"] = [by_id[i].get("git_dirty") if i in by_id else None for i in df["run_id"]]
+    heads = headline_metrics(records) if records else {}
+    df["headline"] = [(m in heads.get(mod, [])) if records else True for mod, m in zip(df["modality"], df["metric"])]
+    for k in DIAGNOSTICS:
+        vals = []
+        for i in df["run_id"]:
+            v = ((by_id.get(i) or {}).get("diagnostics") or {}).get(k)
+            vals.append(float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else math.nan)
+        df[f"diag.{k}"] = vals
     df["trained"] = df["epochs"].fillna(0).astype(float) > 0
     cand = list(SETTING_COLUMNS) + sorted(c for c in df.columns if c.startswith("opt."))
     df["setting"] = _settings_of(df, ["modality", "dataset"], cand)
@@ -46,6 +79,12 @@ def _prepare(df):
     df["modality_setting"] = _settings_of(df, ["modality"], cand)
     df["split"] = df["split"].fillna("")
     return df
+
+
+def load_frame(folder):
+    """The prepared frame of a results folder (records, tidy rows, :func:`_prepare` with records)."""
+    records = store.load_records(folder)
+    return _prepare(store.to_frame(records), records)
 
 
 def _seed_stats(values) -> tuple[float, float, int]:
@@ -72,51 +111,3 @@ def summary_table(df):
         # the random-init floor first, then the grid in order
         out = out.sort_values(KEY + ["trained", "beta", "tau_plus", "method"], kind="mergesort").reset_index(drop=True)
     return out
-
-
-def gains_table(df):
-    """Each trained variant minus its beta=0, tau+=0 baseline, paired over shared seeds."""
-    import pandas as pd
-    from scipy import stats
-
-    ok = df[(df["status"] == "ok") & df["metric"].notna() & df["trained"]]
-    if "base_setting" not in ok.columns:
-        ok = ok.assign(base_setting=ok["setting"])
-    at_zero = ok[(ok["beta"] == 0) & (ok["tau_plus"] == 0)]
-    rows = []
-    for k, g in ok.groupby(KEY, sort=True, dropna=False):
-        base = g[(g["beta"] == 0) & (g["tau_plus"] == 0)]
-        if base.empty:
-            # e.g. the authors' JSD convention, whose beta = 0, tau+ = 0 run is plain JSD, run once
-            mod, ds, metric, split, _ = k
-            same = at_zero[(at_zero["modality"] == mod) & (at_zero["dataset"] == ds) & (at_zero["metric"] == metric)
-                           & (at_zero["split"] == split) & (at_zero["base_setting"] == g["base_setting"].iloc[0])]
-            if same.empty or same["setting"].nunique() != 1:
-                continue
-            base = same
-        b = base.groupby("seed")["value"].mean()
-        for (method, beta, tau), v in g.groupby(["method", "beta", "tau_plus"], sort=True):
-            if beta == 0 and tau == 0:
-                continue
-            vs = v.groupby("seed")["value"].mean()
-            shared = sorted(s for s in set(vs.index) & set(b.index)
-                            if math.isfinite(vs[s]) and math.isfinite(b[s]))
-            d = [float(vs[s] - b[s]) for s in shared]
-            n = len(d)
-            mean_d = sum(d) / n if n else math.nan
-            std_d = (math.sqrt(sum((x - mean_d) ** 2 for x in d) / (n - 1)) if n >= 2 else math.nan)
-            p = math.nan
-            if n >= 2:
-                # identical differences (up to rounding) leave the t statistic undefined, not huge
-                if std_d > 1e-9 * max(1.0, abs(mean_d)):
-                    p = float(stats.ttest_rel([vs[s] for s in shared], [b[s] for s in shared]).pvalue)
-            rows.append({**dict(zip(KEY, k)), "method": method, "beta": beta, "tau_plus": tau,
-                         "variant_mean": float(vs.mean()), "baseline_mean": float(b.mean()),
-                         "gain": mean_d, "gain_std": std_d, "pairs": n, "p_value": p})
-    cols = KEY + ["method", "beta", "tau_plus", "variant_mean", "baseline_mean", "gain", "gain_std", "pairs",
-                  "p_value"]
-    out = pd.DataFrame(rows, columns=cols)
-    if len(out):
-        out = out.sort_values(KEY + ["beta", "tau_plus", "method"], kind="mergesort").reset_index(drop=True)
-    return out
-

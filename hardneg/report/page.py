@@ -11,10 +11,12 @@ from typing import Any
 
 from .. import results as store
 from ..results import ResultsError
+from . import stats, verdict
 from .cells import _prepare
 from .figures import plot_all
 from .fmt import _md_table
 from .tables import (
+    GAINS_ALIGN,
     GAINS_HEADER,
     SUMMARY_HEADER,
     _gain_rows,
@@ -35,6 +37,24 @@ def _unique(records: Sequence[Mapping[str, Any]], getter) -> list[str]:
         if v is not None:
             vals.add(str(v))
     return sorted(vals)
+
+
+def _provenance_counts(records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Records per processor kind and per commit, with how many came from uncommitted trees."""
+    kinds: dict[str, int] = {}
+    commits: dict[str, list[int]] = {}
+    for r in records:
+        kinds[str(r.get("device") or "unknown")] = kinds.get(str(r.get("device") or "unknown"), 0) + 1
+        c = commits.setdefault(str(r.get("git_commit") or "unknown")[:12], [0, 0])
+        c[0] += 1
+        c[1] += r.get("git_dirty") is not False
+    dirty = sum(c[1] for c in commits.values())
+    L = [(f"Records per processor kind and per commit ({dirty} of {len(records)} from an uncommitted tree or of "
+         "unknown state; runs of one seed on different kinds or code are not pairs):"), ""]
+    L.append(_md_table(["processor kind", "records"], [[k, str(v)] for k, v in sorted(kinds.items())], ["l", "r"]))
+    L.append(_md_table(["commit", "records", "of them dirty or unknown"],
+                       [[k, str(v[0]), str(v[1])] for k, v in sorted(commits.items())], ["l", "r", "r"]))
+    return L
 
 
 def _fixed_settings(recs: Sequence[Mapping[str, Any]], section: str) -> list[tuple[str, str]]:
@@ -58,6 +78,7 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
     L.append(f"Regenerate with `hardneg report {folder.as_posix()}`: everything below is computed from the "
              f"{len(records)} run records in that folder ({len(ok)} ok, {len(failed)} failed); nothing is retrained.")
     L.append("")
+    L += verdict.render(df, tables, records)
     L.append("## Provenance")
     L.append("")
     finished = _unique(records, lambda r: r.get("finished_at"))
@@ -74,12 +95,15 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
                            "(sum over runs)")),
     ]
     L.append(_md_table(["", ""], [[a, b] for a, b in prov]))
+    L += _provenance_counts(records)
     L.append("Statistics: mean ± sample standard deviation (ddof = 1) over seeds, n = seeds with a finite "
              "value. Gains: variant minus the trained β = 0, τ+ = 0 baseline of the same modality, data set, "
              "metric and other settings (settings that differ only in what does nothing at β = 0, τ+ = 0, "
-             "such as the JSD convention, share that baseline), paired over the seeds both have; p is the two-sided paired t-test "
-             "(scipy.stats.ttest_rel, n ≥ 2, not corrected for multiple comparisons). Rows without β and τ+ "
-             "(`random-init`, and what an adapter names its other untrained runs, such as `random-bow` or `pretrained`) are evaluated without training "
+             "such as the JSD convention, share that baseline), tested as in the Verdict (paired by seed only "
+             "on one processor kind and clean commit, else Welch; p adj only for the headline metrics, the "
+             "verdict's family). Rows without β and τ+ "
+             "(`random-init`, and what an adapter names its other untrained runs, such as `random-bow` or "
+             "`pretrained`) are evaluated without training "
              "(epochs = 0) under the same protocol: the floors any pretraining must beat, or a pretrained model "
              "as shipped.")
     L.append("")
@@ -134,9 +158,10 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
             L.append(_md_table(SUMMARY_HEADER[1:], [r[1:] for r in _summary_rows(s)], ["l"] * 7 + ["r", "r"]))
         gm = gains[gains["modality"] == mod]
         if len(gm):
-            L.append("### Gain over the β = 0, τ+ = 0 baseline (paired over seeds)")
+            L.append("### Gain over the β = 0, τ+ = 0 baseline, every metric (tests as in the Verdict)")
             L.append("")
-            L.append(_md_table(GAINS_HEADER[1:], [r[1:] for r in _gain_rows(gm)], ["l"] * 7 + ["r"] * 5))
+            L.append(_md_table(GAINS_HEADER[1:], [r[1:] for r in _gain_rows(gm)], GAINS_ALIGN[1:],
+                               drop_empty=("setting", "p adj", "note")))
         figs = [f for f in figures if f["modality"] == mod]
         if figs:
             L.append("### Figures")
@@ -170,10 +195,12 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
     return "\n".join(L)
 
 
-def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None = None) -> Path:
+def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None = None,
+                 adjust: str = "holm") -> Path:
     """Regenerate the report of the records in ``results_dir``; returns the page's path.
 
-    ``out`` defaults to ``reports/<suite>``. Files this function generates (report.md,
+    ``out`` defaults to ``reports/<suite>``; ``adjust`` is the verdict's p adjustment, ``holm``
+    (family-wise error) or ``bh`` (Benjamini-Hochberg, false discovery rate). Files this function generates (report.md,
     tables/, figures/) are replaced; nothing else in ``out`` is touched.
     """
     folder = Path(results_dir)
@@ -187,8 +214,9 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     for sub in ("tables", "figures"):
         if (out / sub).is_dir():
             shutil.rmtree(out / sub)
-    df = _prepare(store.to_frame(records))
-    tables = write_tables(df, out)
+    stats.adjust([], adjust)
+    df = _prepare(store.to_frame(records), records)
+    tables = write_tables(df, out, adjust)
     figures = plot_all(df, tables["summary"], records, out)
     page = out / "report.md"
     try:

@@ -8,7 +8,9 @@ from pathlib import Path
 from typing import Any
 
 from .. import results as store
-from .cells import KEY, _seed_stats, gains_table, summary_table  # noqa: F401
+from . import stats
+from .cells import _seed_stats, summary_table
+from .compare import floors_table, gains_table
 from .fmt import _g, _md_table, _mean_text, _num, _pval, _tex_table
 
 
@@ -79,15 +81,30 @@ def _wide_table(t, metric_order: Sequence[str]) -> tuple[list[str], list[list[st
 
 
 SUMMARY_HEADER = ["modality", "dataset", "metric", "split", "setting", "method", "β", "τ+", "mean ± std", "n"]
-GAINS_HEADER = ["modality", "dataset", "metric", "split", "setting", "method", "β", "τ+", "variant", "baseline",
-                "gain ± std", "pairs", "p"]
+GAINS_HEADER = ["modality", "dataset", "metric", "split", "setting", "method", "β", "τ+", "variant", "reference",
+                "gain [95% CI]", "test", "n", "p", "p adj", "MDE", "note"]
+GAINS_ALIGN = ["l"] * 8 + ["r"] * 3 + ["l"] + ["r"] * 4 + ["l"]
+TEST_NAMES = {"paired": "paired t", "welch": "Welch t", "": "none"}
+
+
+def _ci(r) -> str:
+    """'gain [lo, hi]', or the gain alone where no test was made."""
+    if not math.isfinite(r.gain):
+        return ""
+    if not math.isfinite(r.ci_low):
+        return _num(r.gain)
+    return f"{_num(r.gain)} [{_num(r.ci_low)}, {_num(r.ci_high)}]"
+
+
+def _n_text(r) -> str:
+    return str(r.n) if r.test == "paired" or not r.n_baseline else f"{r.n}/{r.n_baseline}"
 
 
 def _gain_rows(t) -> list[list[str]]:
+    """Rows of a :func:`~hardneg.report.compare.gains_table` or ``floors_table`` frame."""
     return [[r.modality, r.dataset, r.metric, r.split, r.setting, r.method, _g(r.beta), _g(r.tau_plus),
-             _num(r.variant_mean), _num(r.baseline_mean),
-             (f"{_num(r.gain, 2)} ± {_num(r.gain_std)}" if r.pairs >= 2 else _num(r.gain)), str(r.pairs),
-             _pval(r.p_value)] for _, r in t.iterrows()]
+             _num(r.variant_mean), _num(r.baseline_mean), _ci(r), TEST_NAMES[r.test], _n_text(r),
+             _pval(r.p_value), _pval(r.p_adj), _num(r.mde), r.note] for _, r in t.iterrows()]
 
 
 def _write_csv(df, path: Path) -> None:
@@ -95,26 +112,30 @@ def _write_csv(df, path: Path) -> None:
     store.atomic_write_text(path, text)
 
 
-def write_tables(df, out: Path) -> dict[str, Any]:
-    """Write summary/gains/runs tables as Markdown, CSV and LaTeX; return the frames."""
+def write_tables(df, out: Path, adjust: str = "holm") -> dict[str, Any]:
+    """Write summary, gains and floors tables as Markdown, CSV and LaTeX and the tidy runs.csv;
+    return the frames (``adjust``: the p adjustment of the gains, see :func:`gains_table`)."""
     tdir = out / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
     summ = summary_table(df)
-    gains = gains_table(df)
+    gains = gains_table(df, adjust)
+    floors = floors_table(df)
     _write_csv(summ.drop(columns=["trained"]), tdir / "summary.csv")
     _write_csv(gains, tdir / "gains.csv")
+    _write_csv(floors.drop(columns=["p_adj"]), tdir / "floors.csv")
     runs = df.drop(columns=["trained", "base_setting", "modality_setting"], errors="ignore").copy()
     _write_csv(runs, tdir / "runs.csv")
     al_s = ["l"] * 8 + ["r", "r"]
-    al_g = ["l"] * 8 + ["r"] * 5
     store.atomic_write_text(tdir / "summary.md", _md_table(SUMMARY_HEADER, _summary_rows(summ), al_s))
-    store.atomic_write_text(tdir / "gains.md", _md_table(GAINS_HEADER, _gain_rows(gains), al_g))
+    store.atomic_write_text(tdir / "gains.md", _md_table(GAINS_HEADER, _gain_rows(gains), GAINS_ALIGN))
+    store.atomic_write_text(tdir / "floors.md", _md_table(GAINS_HEADER, _gain_rows(floors), GAINS_ALIGN,
+                                                          drop_empty=("setting", "p adj")))
     store.atomic_write_text(tdir / "summary.tex", _tex_table(
         SUMMARY_HEADER, _summary_rows(summ), al_s,
         "Mean $\\pm$ sample std over seeds (n seeds); empty beta/tau+ marks the untrained (random-init) floor."))
     store.atomic_write_text(tdir / "gains.tex", _tex_table(
-        GAINS_HEADER, _gain_rows(gains), al_g,
-        "Gain over the beta=0, tau+=0 baseline of the same setting, paired over shared seeds; "
-        "p: two-sided paired t-test (uncorrected)."))
-    return {"summary": summ, "gains": gains}
-
+        GAINS_HEADER, _gain_rows(gains), GAINS_ALIGN,
+        "Gain over the beta=0, tau+=0 baseline of the same settings with its t-based 95% CI; test: paired by "
+        "seed where both runs share processor kind and clean commit, else Welch; p two-sided; p adj: "
+        f"{stats.ADJUSTMENT_NAMES[adjust]} across the report's headline comparisons; MDE at 80% power."))
+    return {"summary": summ, "gains": gains, "floors": floors, "adjust": adjust}
