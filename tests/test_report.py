@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import pytest
+import toy_adapter
 from scipy import stats
 
-import toy_adapter
 from hardneg import config, report, results, runner
 from hardneg.results import ResultsError
 
@@ -128,10 +128,10 @@ def test_report_of_a_real_toy_suite_is_deterministic(tmp_path):
     s = config.load_suite(toy_adapter.write_suite(tmp_path), overrides=["grid.seed=[0]"])
     runner.run_suite(s, results_dir=tmp_path / "res", progress=False, log=lambda m: None)
     a = report.write_report(tmp_path / "res", tmp_path / "a")
-    b = report.write_report(tmp_path / "res", tmp_path / "b")
+    report.write_report(tmp_path / "res", tmp_path / "b")
     fa = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
     fb = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert fa == fb and a.read_text().count("![") == 4 and len(fa) == 4 + 9 + 1
+    assert fa == fb and a.read_text().count("![") == 5 and len(fa) == 5 + 9 + 1
 
 
 def test_empty_results_is_a_clear_error(tmp_path):
@@ -168,7 +168,7 @@ def test_wide_table_has_one_row_per_method_and_a_column_per_metric(tmp_path):
     body = lines[2:]
     assert len(body) == 3 and body[0].startswith("| MUTAG | random-init |  |  | 2 |")
     # mean ± sample std over the two seeds: values i + seed + 1 for zeta, i = 1 is the hard run
-    hard = [ln for ln in body if "hard-jsd" in ln][0]
+    hard = next(ln for ln in body if "hard-jsd" in ln)
     assert "| 1 | 0.1 | 2 | 2.50 ± 0.71 |" in hard
 
 
@@ -219,7 +219,7 @@ def test_verdict_is_first_and_pairs_only_on_one_kind_and_clean_commit(tmp_path):
     verdict = page.split("## Verdict")[1].split("## Provenance")[0]
     d = [HARD[s] - BASE[s] for s in range(3)]
     p = stats.ttest_rel(list(HARD.values()), list(BASE.values())).pvalue
-    row = [ln for ln in verdict.splitlines() if ln.startswith("| hard-jsd | 1 | 0.1 |")][0]
+    row = next(ln for ln in verdict.splitlines() if ln.startswith("| hard-jsd | 1 | 0.1 |"))
     lo, hi = stats.t.interval(0.95, 2, loc=sum(d) / 3, scale=stats.tstd(d) / math.sqrt(3))
     assert f"{sum(d) / 3:.2f} [{lo:.2f}, {hi:.2f}]" in row and "| paired t | 3 |" in row
     # Holm over the two tested comparisons of the report (beta 1 and beta 2)

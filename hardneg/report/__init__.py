@@ -22,7 +22,14 @@ time, so the same records give byte-identical output.
 
 from __future__ import annotations
 
-from .cells import INERT_AT_BASELINE, KEY, _prepare, headline_metrics, load_frame, summary_table
+from .cells import (
+           INERT_AT_BASELINE,
+           KEY,
+           _prepare,
+           headline_metrics,
+           load_frame,
+           summary_table,
+)
 from .compare import floors_table, gains_table
 from .figures import plot_all
 from .page import render_page, write_report

@@ -41,13 +41,26 @@ DIAGNOSTICS = ("ess", "floor_rate", "true_class_prior", "fn_weight_share")
 
 def headline_metrics(records: Sequence[Mapping[str, Any]]) -> dict[str, list[str]]:
     """Per modality, the metrics a verdict is about: the records' ``headline_metrics`` (the
-    adapter's), else (records older than that field) the first metric of its first ok record."""
+    adapter's), else (records older than that field) the registered adapter's that the records
+    measured, else the first metric of the modality's first ok record."""
     out: dict[str, list[str]] = {}
     for r in sorted(records, key=lambda r: str(r.get("run_id"))):
         mod = (r.get("spec") or {}).get("modality")
         for m in r.get("headline_metrics") or []:
             if m not in out.setdefault(mod, []):
                 out[mod].append(m)
+    measured: dict[str, set] = {}
+    for r in records:
+        measured.setdefault((r.get("spec") or {}).get("modality"), set()).update(
+            m.get("metric") for m in r.get("metrics") or [])
+    for mod in sorted(m for m in measured if m and not out.get(m)):
+        try:
+            from ..adapters import adapter_class
+            declared = [m for m in adapter_class(mod).headline_metrics if m in measured[mod]]
+        except Exception:  # noqa: BLE001 - a modality not installed here: fall back to the records
+            declared = []
+        if declared:
+            out[mod] = declared
     for r in sorted(records, key=lambda r: str(r.get("run_id"))):
         mod = (r.get("spec") or {}).get("modality")
         if not out.get(mod) and r.get("status") == "ok" and r.get("metrics"):

@@ -157,7 +157,8 @@ def floors_table(df):
         mod, ds, metric, split, setting = k
         f = floors[(floors["modality"] == mod) & (floors["dataset"] == ds) & (floors["metric"] == metric)
                    & (floors["split"] == split)]
-        f = f[f["setting"].map(lambda s: _options_of(s) <= _options_of(setting)).astype(bool)]
+        opts = _options_of(setting)
+        f = f[f["setting"].map(lambda s, o=opts: _options_of(s) <= o).astype(bool)]
         b, bmeta = _per_seed(f)
         fvals = [x for x in b.values() if math.isfinite(x)]
         fmean = sum(fvals) / len(fvals) if fvals else math.nan

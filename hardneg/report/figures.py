@@ -56,8 +56,53 @@ def _is_eval_curve(key: str) -> bool:
     return key.startswith("eval_") and not key.endswith("_std") and key != "eval_seconds"
 
 
-def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[dict[str, str]]:
-    """All figures; returns [{kind, modality, dataset, setting, file}] in a fixed order."""
+def _options(setting: str) -> set[str]:
+    return {p for p in setting.split(", ") if p}
+
+
+def _references(summ, trivial: Mapping[tuple, tuple[float, str]], mod: str, ds: str, setting: str):
+    """Untrained rows (whatever their setting string, as long as their adapter options agree with
+    ``setting``) and trivial baselines of one modality and data set: [(metric, split, label, value)]."""
+    u = summ[(summ["modality"] == mod) & (summ["dataset"] == ds) & ~summ["trained"].astype(bool)]
+    out = []
+    for _, r in u.iterrows():
+        if _options(r["setting"]) <= _options(setting) and math.isfinite(float(r["mean"])):
+            out.append((r["metric"], r["split"], f"{r['method']} (untrained)", float(r["mean"])))
+    for (m, d, metric, split), (v, _) in trivial.items():
+        if (m, d) == (mod, ds):
+            out.append((metric, split, "trivial baseline", float(v)))
+    return out
+
+
+def _ess_figure(df, mod: str, ds: str, fdir: Path, plt) -> str | None:
+    """Headline metric against the final ESS of the weights, one point per trained cell (mean over seeds)."""
+    m = df[(df["modality"] == mod) & (df["dataset"] == ds) & df["trained"] & (df["status"] == "ok")
+           & df["headline"].astype(bool)]
+    if "diag.ess" not in m.columns or not m["diag.ess"].map(math.isfinite).any():
+        return None
+    metrics = sorted(set(zip(m["metric"], m["split"])))
+    r, c = _grid_shape(len(metrics))
+    fig, axes = plt.subplots(r, c, figsize=(4.2 * c, 3.4 * r), squeeze=False)
+    for ax, (metric, split) in zip(axes.flat, metrics):
+        cell = m[(m["metric"] == metric) & (m["split"] == split)].groupby(
+            ["setting", "beta", "tau_plus"], sort=True).agg(ess=("diag.ess", "mean"), value=("value", "mean"))
+        for tau, pts in cell.groupby(level="tau_plus", sort=True):
+            ax.scatter(pts["ess"], pts["value"], label=f"τ+={_g(tau)}", s=18)
+            for (_, beta, _), row in pts.iterrows():
+                ax.annotate(f"β={_g(beta)}", (row["ess"], row["value"]), fontsize=6)
+        ax.set_xlabel("final ESS of the negative weights (1 = uniform)")
+        ax.set_ylabel(f"{metric} ({split})")
+        ax.legend(fontsize=7)
+    name = f"ess_{_slug(mod, ds)}.png"
+    _finish(fig, axes, len(metrics), f"{mod} / {ds}: downstream metric vs achieved hardness (mean over seeds)",
+            fdir / name)
+    return name
+
+
+def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path,
+             trivial: Mapping[tuple, tuple[float, str]] | None = None) -> list[dict[str, str]]:
+    """All figures; returns [{kind, modality, dataset, setting, file}] in a fixed order. Every β plot
+    draws the untrained rows of its data set and the trivial baselines as horizontal lines."""
     matplotlib, plt = _plt()
     fdir = out / "figures"
     fdir.mkdir(parents=True, exist_ok=True)
@@ -69,7 +114,7 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[
         for (mod, ds, setting), g in summ.groupby(["modality", "dataset", "setting"], sort=True):
             tag = _slug(mod, ds) + (f"_{hashlib.sha256(setting.encode()).hexdigest()[:8]}" if setting else "")
             tr = g[g["trained"]]
-            floor = g[~g["trained"]]
+            refs = _references(summ, trivial or {}, mod, ds, setting)
             metrics = sorted(set(zip(tr["metric"], tr["split"])))
             title = f"{mod} / {ds}" + (f"\n{setting}" if setting else "")
             if metrics and tr["beta"].nunique() >= 1:
@@ -81,9 +126,9 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[
                         line = line.groupby("beta", sort=True).agg(mean=("mean", "mean"), std=("std", "mean"))
                         ax.errorbar(line.index.astype(float), line["mean"], yerr=line["std"].fillna(0.0),
                                     marker="o", capsize=3, label=f"τ+={_g(tau)}")
-                    fl = floor[(floor["metric"] == metric) & (floor["split"] == split)]
-                    if len(fl):
-                        ax.axhline(float(fl["mean"].mean()), color="grey", ls="--", lw=1, label="random init")
+                    for i, (met, spl, label, val) in enumerate(x for x in refs if x[:2] == (metric, split)):
+                        ax.axhline(val, color="grey" if "untrained" in label else "black",
+                                   ls=("--", ":", "-.")[i % 3], lw=1, label=label)
                     ax.set_xlabel("β")
                     ax.set_ylabel(f"{metric} ({split})")
                     ax.legend(fontsize=7)
@@ -150,5 +195,9 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path) -> list[
                 name = f"{kind}_{tag}.png"
                 _finish(fig, axes, len(keys), title + "  (mean over seeds)", fdir / name)
                 made.append({"kind": kind, "modality": mod, "dataset": ds, "setting": setting, "file": name})
+        for mod, ds in sorted(set(zip(df["modality"].dropna(), df["dataset"].dropna()))):
+            name = _ess_figure(df, mod, ds, fdir, plt)
+            if name:
+                made.append({"kind": "ess", "modality": mod, "dataset": ds, "setting": "", "file": name})
     return made
 

@@ -18,11 +18,13 @@ from .fmt import _md_table
 from .tables import (
     GAINS_ALIGN,
     GAINS_HEADER,
+    HARDNESS_HEADER,
     SUMMARY_HEADER,
     _gain_rows,
     _summary_rows,
     _wide_table,
     dataset_table,
+    hardness_table,
     write_tables,
 )
 
@@ -135,6 +137,16 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
         rows += [[f"loss.{k}", v] for k, v in _fixed_settings(recs, "loss")]
         rows += [[f"options.{k}", v] for k, v in _fixed_settings(recs, "options")]
         L.append(_md_table(["setting", "value(s)"], rows))
+        hard = hardness_table(df, mod)
+        if hard:
+            L.append("### Achieved hardness (final epoch, mean over runs)")
+            L.append("")
+            L.append("Nominal β and τ+ beside what the weights did: ESS of the negative weights (1 = uniform, "
+                     "so β had no effect), the share of anchors where the floor binds (> 0.5: the floor, not "
+                     "the weighting, sets the loss), the measured class prior (to compare with τ+) and the "
+                     "weight mass on same-class negatives.")
+            L.append("")
+            L.append(_md_table(HARDNESS_HEADER, hard, ["l"] * 5 + ["r"] * 5))
         s = summ[summ["modality"] == mod]
         for metric, split in sorted(set(zip(s["metric"], s["split"]))):
             if s[(s["metric"] == metric) & (s["split"] == split)]["dataset"].nunique() < 2:
@@ -167,10 +179,11 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
             L.append("### Figures")
             L.append("")
             for f in figs:
-                what = {"beta": "metric vs β, one line per τ+ (error bars: std over seeds)",
+                what = {"beta": "metric vs β, one line per τ+ (error bars: std over seeds; horizontal lines: untrained rows and trivial baselines)",
                         "heatmap": "β × τ+ heatmap of the mean metric", "curves": "training loss per epoch",
                         "diagnostics": "loss-core diagnostics per epoch (first batch of the epoch)",
-                        "evaluation": "downstream metric evaluated during training (train.eval_every)"}[f["kind"]]
+                        "evaluation": "downstream metric evaluated during training (train.eval_every)",
+                        "ess": "headline metric vs the final ESS of the negative weights (achieved hardness)"}[f["kind"]]
                 cap = f"{f['dataset']}: {what}" + (f" [{f['setting']}]" if f["setting"] else "")
                 L.append(f"![{cap}](figures/{f['file']})")
                 L.append("")
@@ -189,7 +202,8 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
         L.append(_md_table(["run", "modality", "dataset", "method", "seed", "error"], rows))
     L.append("## Files")
     L.append("")
-    L.append("Tables: `tables/summary.{md,csv,tex}`, `tables/gains.{md,csv,tex}`, `tables/runs.csv` (one row per "
+    L.append("Tables: `tables/summary.{md,csv,tex}`, `tables/gains.{md,csv,tex}`, `tables/floors.{md,csv}` (each "
+             "trained cell minus its untrained floor), `tables/runs.csv` (one row per "
              "run and metric, as `hardneg.results.load` returns it).")
     L.append("")
     return "\n".join(L)
@@ -217,7 +231,7 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     stats.adjust([], adjust)
     df = _prepare(store.to_frame(records), records)
     tables = write_tables(df, out, adjust)
-    figures = plot_all(df, tables["summary"], records, out)
+    figures = plot_all(df, tables["summary"], records, out, verdict.trivial_baselines(records))
     page = out / "report.md"
     try:
         rel = Path(os.path.relpath(folder, Path.cwd()))

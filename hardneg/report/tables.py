@@ -139,3 +139,27 @@ def write_tables(df, out: Path, adjust: str = "holm") -> dict[str, Any]:
         "seed where both runs share processor kind and clean commit, else Welch; p two-sided; p adj: "
         f"{stats.ADJUSTMENT_NAMES[adjust]} across the report's headline comparisons; MDE at 80% power."))
     return {"summary": summ, "gains": gains, "floors": floors, "adjust": adjust}
+
+
+HARDNESS_HEADER = ["dataset", "setting", "method", "β", "τ+", "n", "ESS", "floor rate", "class prior",
+                   "FN weight share"]
+
+
+def hardness_table(df, modality: str) -> list[list[str]]:
+    """Achieved hardness beside nominal β, τ+: per trained cell the mean over runs of the final
+    epoch's diagnostics (ESS of the negative weights, 1 = uniform; share of anchors where the floor
+    binds; measured class prior, to read beside τ+; weight mass on same-class negatives)."""
+    ok = df[(df["status"] == "ok") & (df["modality"] == modality) & df["trained"]]
+    cols = ["diag.ess", "diag.floor_rate", "diag.true_class_prior", "diag.fn_weight_share"]
+    if not all(c in ok.columns for c in cols) or not ok[cols].map(math.isfinite).any().any():
+        return []
+    runs = ok.drop_duplicates("run_id")
+    rows = []
+    for (ds, setting, method, beta, tau), g in runs.groupby(["dataset", "setting", "method", "beta", "tau_plus"],
+                                                            sort=True):
+        vals = []
+        for c in cols:
+            x = [float(v) for v in g[c] if math.isfinite(float(v))]
+            vals.append(_num(sum(x) / len(x)) if x else "")
+        rows.append([ds, setting, method, _g(beta), _g(tau), str(len(g))] + vals)
+    return rows

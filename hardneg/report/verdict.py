@@ -202,4 +202,61 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
             for s in _sentences([x for _, x in rows], floor_means, trivial, mod, ds):
                 L.append(f"- {s}")
             L.append("")
+    obs = observations(df, records)
+    if obs:
+        L += ["### Numbers selected on the test data", ""] + [f"- {s}" for s in obs] + [""]
+    return L
+
+
+def _best_epochs(records: Sequence[Mapping[str, Any]], mod: str, ds: str, base: str) -> list[tuple[int, int]]:
+    """(best epoch, epochs) per record of ``mod``/``ds`` whose curves carry ``eval_<base>`` (1-based)."""
+    from .figures import _curves
+
+    out = []
+    for r in records:
+        sp = r.get("spec") or {}
+        if r.get("status") != "ok" or (sp.get("modality"), sp.get("dataset")) != (mod, ds):
+            continue
+        pts = [(float(e[f"eval_{base}"]), int(e.get("epoch", 0))) for e in _curves(r)
+               if isinstance(e.get(f"eval_{base}"), (int, float)) and math.isfinite(e[f"eval_{base}"])]
+        epochs = int((sp.get("train") or {}).get("epochs") or 0)
+        final = [float(m["value"]) for m in r.get("metrics") or [] if m.get("metric") == base
+                 and isinstance(m.get("value"), (int, float)) and math.isfinite(m["value"])]
+        if pts and final and epochs and all(e != epochs - 1 for _, e in pts):
+            pts.append((final[0], epochs - 1))             # the last epoch's evaluation is the metric itself
+        if pts:
+            best = max(pts, key=lambda p: (p[0], -p[1]))
+            out.append((best[1] + 1, epochs))
+    return sorted(out)
+
+
+def observations(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Sentences about numbers chosen on the test data (best-epoch metrics, 'selected-on-test')."""
+    ok = df[(df["status"] == "ok") & df["metric"].notna()]
+    sel = ok[ok["selection"].astype(str).str.contains("test")]
+    L = []
+    keys = ["setting", "method", "beta", "tau_plus"]
+    for (mod, ds, metric), g in sel.groupby(["modality", "dataset", "metric"], sort=True):
+        base = metric.removesuffix("_best")
+        last = ok[(ok["modality"] == mod) & (ok["dataset"] == ds) & (ok["metric"] == base)]
+        diffs = []
+        for k, cell in g.groupby(keys, sort=True):
+            other = last
+            for c, v in zip(keys, k):
+                other = other[other[c] == v]
+            shared = sorted(set(cell["run_id"]) & set(other["run_id"]))
+            if shared:
+                b = cell.set_index("run_id")["value"].astype(float)
+                a = other.set_index("run_id")["value"].astype(float)
+                diffs += [b[i] - a[i] for i in shared if math.isfinite(b[i] - a[i])]
+        if not diffs:
+            continue
+        s = (f"{mod} / {ds}: `{metric}` takes the epoch with the best test score; over {len(diffs)} run(s) it is "
+             f"above the last-epoch `{base}` by {_range(diffs)} points")
+        be = _best_epochs(records, mod, ds, base)
+        if be:
+            s += (f"; the chosen epoch is {_range([float(e) for e, _ in be]).replace('.00', '')} "
+                  f"of {max(t for _, t in be)} (earliest {be[0][0]})")
+        L.append(s + ". A number chosen on the test data is optimistic: compare it with published numbers "
+                 "selected the same way, never read it as an estimate of generalisation.")
     return L
