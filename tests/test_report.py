@@ -255,3 +255,30 @@ def test_bh_option_and_cells_without_a_verdict_say_why(tmp_path):
     assert "No verdict for 4 variant(s)" in verdict
     with pytest.raises(ResultsError, match="'none' is not one of holm, bh"):
         report.write_report(folder, tmp_path / "rep2", adjust="none")
+
+
+def test_floor_is_drawn_and_subtracted_whatever_its_setting_string(tmp_path):
+    folder = tmp_path / "res"
+    for seed in range(3):
+        for lr in (0.001, 0.01):                     # lr varies among trained runs: their setting string says so
+            for i, (beta, tau) in enumerate(((0.0, 0.0), (1.0, 0.5))):
+                r = rec(f"{lr}{i}{seed}", beta, tau, seed, 80.0 + 5 * i + seed + lr * 100)
+                r["spec"]["train"]["lr"] = lr
+                r["diagnostics"] = {"ess": 0.25 * (i + 1), "floor_rate": 0.75 * i, "true_class_prior": 0.5,
+                                    "fn_weight_share": 0.5}
+                results.write_record(folder, r)
+        results.write_record(folder, rec(f"f{seed}", 0.0, 0.0, seed, 70.0 + 2 * seed, epochs=0))
+    df = report.load_frame(folder)
+    summ = report.summary_table(df)
+    assert set(df[~df["trained"]]["setting"]) == {""} and "lr=0.01" in set(df["setting"])
+    refs = report.figures._references(summ, {("graph", "MUTAG", "svc_acc", "cv"): (60.0, "majority")},
+                                      "graph", "MUTAG", "lr=0.01")
+    assert refs == [("svc_acc", "cv", "random-init (untrained)", 72.0), ("svc_acc", "cv", "trivial baseline", 60.0)]
+    fl = report.floors_table(df)
+    row = fl[(fl["setting"] == "lr=0.01") & (fl["beta"] == 1.0)].iloc[0]
+    assert row["test"] == "paired" and math.isclose(row["gain"], 87.0 - 72.0, rel_tol=1e-9)  # 86 + seed - (70 + 2 seed)
+    hard = report.tables.hardness_table(df, "graph")
+    assert ["MUTAG", "lr=0.01", "hard-jsd", "1", "0.5", "3", "0.50", "0.75", "0.50", "0.50"] in hard
+    page = report.write_report(folder, tmp_path / "rep").read_text()
+    assert "The floor binds for most anchors (final floor rate > 0.5) in 2 cell(s)" in page
+    assert "### Achieved hardness" in page and (tmp_path / "rep" / "figures" / "ess_graph-MUTAG.png").is_file()
