@@ -97,7 +97,7 @@ def _ci(r) -> str:
 
 
 def _n_text(r) -> str:
-    return str(r.n) if r.test == "paired" or not r.n_baseline else f"{r.n}/{r.n_baseline}"
+    return str(r.n) if r.test == "paired" or r.n == r.n_baseline or not r.n_baseline else f"{r.n}/{r.n_baseline}"
 
 
 def _gain_rows(t) -> list[list[str]]:

@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import stats
+from . import published, stats
 from .cells import KEY
 from .fmt import _g, _md_table, _num, _pval
 from .tables import TEST_NAMES, _ci, _n_text
@@ -78,7 +78,9 @@ def _rows_of(df, gains, floors, mod: str, ds: str) -> list[tuple[list[str], dict
 def _range(xs: Sequence[float]) -> str:
     xs = sorted(xs)
     med = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-    return (f"{_num(xs[0])} to {_num(xs[-1])} (median {_num(med)})" if len(xs) > 1 else _num(xs[0]))
+    if _num(xs[0]) == _num(xs[-1]):
+        return _num(xs[0])
+    return f"{_num(xs[0])} to {_num(xs[-1])} (median {_num(med)})"
 
 
 def _sentences(rows: Sequence[dict], floor_means: Mapping[str, float], trivial: Mapping[tuple, tuple],
@@ -198,6 +200,10 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
                     ref_txt.append(f"trivial {_num(tv)} (`{metric}`: {proto})")
             if ref_txt:
                 L += ["Untrained and trivial references: " + "; ".join(ref_txt) + ".", ""]
+            pub = published.rows(mod, ds)
+            if pub:
+                L += ["Published and parity numbers (not ours; read with their protocol):", "",
+                      _md_table(["what", "value", "source and protocol"], pub, ["l", "r", "l"])]
             L.append(_md_table(HEADER, [r for r, _ in rows], ALIGN, drop_empty=("setting", "ESS", "floor rate")))
             for s in _sentences([x for _, x in rows], floor_means, trivial, mod, ds):
                 L.append(f"- {s}")
