@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import math
 import os
+import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -116,7 +117,7 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path,
             tr = g[g["trained"]]
             refs = _references(summ, trivial or {}, mod, ds, setting)
             metrics = sorted(set(zip(tr["metric"], tr["split"])))
-            title = f"{mod} / {ds}" + (f"\n{setting}" if setting else "")
+            title = f"{mod} / {ds}" + (f"\n{textwrap.fill(setting, 70)}" if setting else "")
             if metrics and tr["beta"].nunique() >= 1:
                 r, c = _grid_shape(len(metrics))
                 fig, axes = plt.subplots(r, c, figsize=(4.2 * c, 3.4 * r), squeeze=False)

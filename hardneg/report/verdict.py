@@ -16,9 +16,9 @@ from .fmt import _g, _md_table, _num, _pval
 from .tables import TEST_NAMES, _ci, _n_text
 
 MATCH = KEY + ["method", "beta", "tau_plus"]
-HEADER = ["setting", "method", "β", "τ+", "ESS", "floor rate", "mean ± sd (n)", "gain [95% CI]", "test", "n", "p",
+HEADER = ["metric", "setting", "method", "β", "τ+", "ESS", "floor rate", "mean ± sd (n)", "gain [95% CI]", "test", "n", "p",
           "p adj", "MDE", "over floor [95% CI]", "note"]
-ALIGN = ["l"] * 4 + ["r"] * 4 + ["l"] + ["r"] * 5 + ["l"]
+ALIGN = ["l"] * 5 + ["r"] * 4 + ["l"] + ["r"] * 5 + ["l"]
 #: a floor rate above this means the floor (the clamp on the negative term) binds for most anchors
 FLOOR_BINDS = 0.5
 
@@ -58,6 +58,7 @@ def _rows_of(df, gains, floors, mod: str, ds: str) -> list[tuple[list[str], dict
     keys = sorted((tuple(r[c] for c in MATCH) for _, r in f.iterrows()),
                   key=lambda k: (k[2], k[3], k[4], (k[6], k[7]) != (0, 0), k[6], k[7], k[5]))
     fi = {tuple(r[c] for c in MATCH): r for _, r in f.iterrows()}
+    many = len({k[2] for k in keys}) > 1
     for k in keys:
         fr, gr = fi[k], gi.get(k)
         ess, rate, _ = _cell_diag(df, k)
@@ -66,7 +67,7 @@ def _rows_of(df, gains, floors, mod: str, ds: str) -> list[tuple[list[str], dict
         base = (k[6], k[7]) == (0, 0)
         floor_note = f"over floor: {TEST_NAMES[fr.test]}" if fr.test else (f"over floor: {fr.note}" if fr.note else "")
         notes = [x for x in ((gr.note if gr is not None else ""), floor_note) if x]
-        row = [k[4], k[5], _g(k[6]), _g(k[7]), _num(ess), _num(rate), mean,
+        row = [f"`{k[2]}`" if many else "", k[4], k[5], _g(k[6]), _g(k[7]), _num(ess), _num(rate), mean,
                "baseline" if base else (_ci(gr) if gr is not None else ""),
                "" if base or gr is None else TEST_NAMES[gr.test], "" if base or gr is None else _n_text(gr),
                "" if base or gr is None else _pval(gr.p_value), "" if base or gr is None else _pval(gr.p_adj),
@@ -204,7 +205,7 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
             if pub:
                 L += ["Published and parity numbers (not ours; read with their protocol):", "",
                       _md_table(["what", "value", "source and protocol"], pub, ["l", "r", "l"])]
-            L.append(_md_table(HEADER, [r for r, _ in rows], ALIGN, drop_empty=("setting", "ESS", "floor rate")))
+            L.append(_md_table(HEADER, [r for r, _ in rows], ALIGN, drop_empty=("metric", "setting", "ESS", "floor rate")))
             for s in _sentences([x for _, x in rows], floor_means, trivial, mod, ds):
                 L.append(f"- {s}")
             L.append("")
