@@ -158,7 +158,13 @@ def floors_table(df):
         f = floors[(floors["modality"] == mod) & (floors["dataset"] == ds) & (floors["metric"] == metric)
                    & (floors["split"] == split)]
         opts = _options_of(setting)
-        f = f[f["setting"].map(lambda s, o=opts: _options_of(s) <= o).astype(bool)]
+        same = f[f["setting"].map(lambda s, o=opts: _options_of(s) <= o).astype(bool)]
+        other = ""
+        if same.empty and f["setting"].nunique() == 1:
+            # e.g. records from before an option existed: the one floor there is, said to differ
+            other = f"floor's options differ ({f['setting'].iloc[0]})"
+        else:
+            f = same
         b, bmeta = _per_seed(f)
         fvals = [x for x in b.values() if math.isfinite(x)]
         fmean = sum(fvals) / len(fvals) if fvals else math.nan
@@ -169,5 +175,5 @@ def floors_table(df):
                 rows.append(_row(k, method, beta, tau, headline, v, None, fmean, NO_FLOOR))
                 continue
             c, note = compare(v, vmeta, b, bmeta)
-            rows.append(_row(k, method, beta, tau, headline, v, c, fmean, note))
+            rows.append(_row(k, method, beta, tau, headline, v, c, fmean, "; ".join(x for x in (other, note) if x)))
     return _frame(rows, KEY + ["beta", "tau_plus", "method"])

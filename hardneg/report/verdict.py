@@ -65,7 +65,9 @@ def _rows_of(df, gains, floors, mod: str, ds: str) -> list[tuple[list[str], dict
         mean = f"{_num(fr.variant_mean)} ± {_num(fr.variant_sd)} ({fr.n})" if fr.n >= 2 else \
             f"{_num(fr.variant_mean)} ({fr.n})"
         base = (k[6], k[7]) == (0, 0)
-        floor_note = f"over floor: {TEST_NAMES[fr.test]}" if fr.test else (f"over floor: {fr.note}" if fr.note else "")
+        differ = next((x for x in str(fr.note).split("; ") if x.startswith("floor's options differ")), "")
+        floor_note = (f"over floor: {TEST_NAMES[fr.test]}" + (f", {differ}" if differ else "") if fr.test
+                      else (f"over floor: {fr.note}" if fr.note else ""))
         notes = [x for x in ((gr.note if gr is not None else ""), floor_note) if x]
         row = [f"`{k[2]}`" if many else "", k[4], k[5], _g(k[6]), _g(k[7]), _num(ess), _num(rate), mean,
                "baseline" if base else (_ci(gr) if gr is not None else ""),
