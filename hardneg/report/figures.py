@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import hashlib
 import math
-import os
 import textwrap
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from .fmt import _g, _slug
 
 
@@ -21,9 +21,8 @@ def _plt():
 
 
 def _save(fig, path: Path) -> None:
-    tmp = path.with_name(".tmp-" + path.name)
-    fig.savefig(tmp, format="png", dpi=100, metadata={"Software": None})
-    os.replace(tmp, path)
+    with atomic.atomic_write(path, binary=True) as fh:
+        fig.savefig(fh, format="png", dpi=100, metadata={"Software": None})
 
 
 def _finish(fig, axes, used: int, title: str, path: Path) -> None:

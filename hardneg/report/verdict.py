@@ -178,8 +178,11 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
                  f"without a test; {raw} have raw p < 0.05 (about {len(fam) * stats.ALPHA:.1f} expected by chance "
                  f"if no variant changed anything); {surv} survive {adjust.upper() if adjust == 'bh' else 'Holm'} "
                  "adjustment at 0.05.")
-    else:
+    elif n_none:
         L.append(f"**In numbers:** no comparison could be tested ({n_none} without a test; reasons per row).")
+    else:
+        L.append("**In numbers:** no variant to compare: these records hold baselines and floors only, so the "
+                 "section shows what pretraining added and the references, and no gain is tested.")
     L.append("")
     for mod in sorted(set(floors["modality"]) | set(gains["modality"])):
         for ds in sorted(set(floors[floors["modality"] == mod]["dataset"])):
