@@ -59,6 +59,9 @@ def _parser() -> argparse.ArgumentParser:
     rp = sub.add_parser("report", help="tables, plots and the report page from records (never retrains)")
     rp.add_argument("results_dir", help="a suite's records folder, e.g. results/quick")
     rp.add_argument("--out", help="output folder (default: reports/<suite>)")
+    rp.add_argument("--adjust", choices=("holm", "bh"), default="holm",
+                    help="p adjustment across the verdict's comparisons: holm (family-wise error, default) "
+                         "or bh (Benjamini-Hochberg, false discovery rate)")
 
     sub.add_parser("list", help="modalities, their data sets, and the suites in benchmarks/")
 
@@ -134,7 +137,7 @@ def _cmd_report(args: argparse.Namespace) -> int:
 
     folder = Path(args.results_dir)
     out = Path(args.out) if args.out else None
-    page = report.write_report(folder, out)
+    page = report.write_report(folder, out, adjust=args.adjust)
     print(f"report: {page}")
     return 0
 

@@ -6,9 +6,9 @@ import math
 from pathlib import Path
 
 import pytest
+import toy_adapter
 from scipy import stats
 
-import toy_adapter
 from hardneg import config, report, results, runner
 from hardneg.results import ResultsError
 
@@ -29,7 +29,7 @@ def rec(run_id: str, beta: float, tau: float, seed: int, value: float, *, epochs
         "curves": [{"epoch": e, "loss": 1.0 / (e + 1 + beta), "diag_ess": 0.5} for e in range(epochs)],
         "error": None if status == "ok" else {"type": "TrainingDiverged", "message": "loss became nan",
                                               "traceback": ""},
-        "finished_at": "2025-01-01T00:00:00Z", "device": "cpu", "versions": {"hardneg": "0.1.0", "torch": "2"},
+        "finished_at": "2025-01-01T00:00:00Z", "device": "cpu", "git_commit": "c0ffee", "git_dirty": False, "versions": {"hardneg": "0.1.0", "torch": "2"},
         "wall_time_s": 1.0,
     }
 
@@ -54,7 +54,7 @@ def hand_records(folder: Path) -> None:
 
 def test_tables_match_hand_computation(tmp_path):
     hand_records(tmp_path / "res")
-    df = report._prepare(results.load(tmp_path / "res"))
+    df = report.load_frame(tmp_path / "res")
     summ = report.summary_table(df)
     row = summ[(summ["beta"] == 1.0) & (summ["tau_plus"] == 0.1)].iloc[0]
     assert row["n"] == 3 and math.isclose(row["mean"], sum(HARD.values()) / 3)
@@ -65,10 +65,11 @@ def test_tables_match_hand_computation(tmp_path):
     gains = report.gains_table(df)
     g = gains[gains["beta"] == 1.0].iloc[0]
     d = [HARD[s] - BASE[s] for s in range(3)]
-    assert g["pairs"] == 3 and math.isclose(g["gain"], sum(d) / 3) and math.isclose(g["gain_std"], stats.tstd(d))
+    assert g["test"] == "paired" and g["n"] == 3
+    assert math.isclose(g["gain"], sum(d) / 3) and math.isclose(g["gain_sd"], stats.tstd(d))
     assert math.isclose(g["p_value"], stats.ttest_rel(list(HARD.values()), list(BASE.values())).pvalue)
     g2 = gains[gains["beta"] == 2.0].iloc[0]  # paired on the two seeds both have
-    assert g2["pairs"] == 2 and math.isclose(g2["gain"], ((81 - 80) + (85 - 82)) / 2)
+    assert g2["n"] == 2 and math.isclose(g2["gain"], ((81 - 80) + (85 - 82)) / 2)
     assert len(gains) == 2  # no gain row for the baseline or the random-init floor
 
 
@@ -79,7 +80,7 @@ def test_other_settings_get_their_own_baseline(tmp_path):
         results.write_record(folder, rec(f"h{seed}", 1.0, 0.0, seed, 90.0 + seed))
         results.write_record(folder, rec(f"B{seed}", 0.0, 0.0, seed, 60.0, convention="authors"))
         results.write_record(folder, rec(f"H{seed}", 1.0, 0.0, seed, 61.0, convention="authors"))
-    gains = report.gains_table(report._prepare(results.load(folder)))
+    gains = report.gains_table(report.load_frame(folder))
     by_setting = dict(zip(gains["setting"], gains["gain"]))
     assert by_setting == {"jsd_convention=authors": 1.0, "jsd_convention=derived": 10.0}
 
@@ -94,9 +95,11 @@ def test_a_setting_without_its_own_baseline_shares_the_inert_one(tmp_path):
         r = rec(f"L{seed}", 1.0, 0.5, seed, 70.0, convention="authors")          # another setting that matters:
         r["spec"]["train"]["lr"] = 0.01                                          # no baseline of its own, none shared
         results.write_record(folder, r)
-    gains = report.gains_table(report._prepare(results.load(folder)))
-    rows = {s: (g, n) for s, g, n in zip(gains["setting"], gains["gain"], gains["pairs"])}
+    gains = report.gains_table(report.load_frame(folder))
+    rows = {s: (g, n) for s, g, n in zip(gains["setting"], gains["gain"], gains["n"]) if s.endswith("0.001")}
     assert rows == {"jsd_convention=derived, lr=0.001": (10.0, 2), "jsd_convention=authors, lr=0.001": (3.5, 2)}
+    orphan = gains[gains["setting"] == "jsd_convention=authors, lr=0.01"].iloc[0]   # shown, with why no verdict
+    assert math.isnan(orphan["gain"]) and orphan["test"] == "" and "no baseline" in orphan["note"]
 
 
 def test_report_regenerates_byte_for_byte(tmp_path):
@@ -125,10 +128,10 @@ def test_report_of_a_real_toy_suite_is_deterministic(tmp_path):
     s = config.load_suite(toy_adapter.write_suite(tmp_path), overrides=["grid.seed=[0]"])
     runner.run_suite(s, results_dir=tmp_path / "res", progress=False, log=lambda m: None)
     a = report.write_report(tmp_path / "res", tmp_path / "a")
-    b = report.write_report(tmp_path / "res", tmp_path / "b")
+    report.write_report(tmp_path / "res", tmp_path / "b")
     fa = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
     fb = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert fa == fb and a.read_text().count("![") == 4 and len(fa) == 4 + 7 + 1
+    assert fa == fb and a.read_text().count("![") == 5 and len(fa) == 5 + 9 + 1
 
 
 def test_empty_results_is_a_clear_error(tmp_path):
@@ -144,9 +147,9 @@ def test_constant_paired_difference_has_no_p_value(tmp_path):
     for seed in (0, 1):
         results.write_record(folder, rec(f"b{seed:011x}", 0.0, 0.0, seed, base[seed]))
         results.write_record(folder, rec(f"v{seed:011x}", 0.5, 0.1, seed, var[seed]))
-    g = report.gains_table(report._prepare(results.load(folder))).iloc[0]
-    assert g["pairs"] == 2 and math.isclose(g["gain"], 0.53, rel_tol=1e-9)
-    assert math.isnan(g["p_value"])
+    g = report.gains_table(report.load_frame(folder)).iloc[0]
+    assert g["n"] == 2 and math.isclose(g["gain"], 0.53, rel_tol=1e-9)
+    assert math.isnan(g["p_value"]) and g["test"] == "" and "sd 0" in g["note"]
 
 
 def test_wide_table_has_one_row_per_method_and_a_column_per_metric(tmp_path):
@@ -165,7 +168,7 @@ def test_wide_table_has_one_row_per_method_and_a_column_per_metric(tmp_path):
     body = lines[2:]
     assert len(body) == 3 and body[0].startswith("| MUTAG | random-init |  |  | 2 |")
     # mean ± sample std over the two seeds: values i + seed + 1 for zeta, i = 1 is the hard run
-    hard = [ln for ln in body if "hard-jsd" in ln][0]
+    hard = next(ln for ln in body if "hard-jsd" in ln)
     assert "| 1 | 0.1 | 2 | 2.50 ± 0.71 |" in hard
 
 
@@ -180,7 +183,7 @@ def test_eval_every_runs_are_their_own_setting_with_evaluation_curves(tmp_path):
         r["metrics"].append({"metric": "svc_acc_best", "value": 85.0 + seed, "split": "cv", "std": 3.0,
                              "protocol": "RBF SVC; best of 3 evaluations", "selection": "selected-on-test"})
         results.write_record(folder, r)
-    df = report._prepare(results.load(folder))
+    df = report.load_frame(folder)
     summ = report.summary_table(df)
     last = summ[summ["metric"] == "svc_acc"]
     assert sorted(last["setting"]) == ["eval_every=0", "eval_every=1"] and list(last["n"]) == [2, 2]
@@ -200,10 +203,83 @@ def test_by_dataset_table_lines_up_methods_across_data_sets(tmp_path):
             results.write_record(folder, rec(f"{ds}f{seed}", 0.0, 0.0, seed, base - 10, dataset=ds, epochs=0))
             if ds == "MUTAG" or seed < 2:                     # PTC_MR's hard cell has two seeds
                 results.write_record(folder, rec(f"{ds}h{seed}", 1.0, 0.5, seed, base + 2 * seed, dataset=ds))
-    df = report._prepare(results.load(folder))
+    df = report.load_frame(folder)
     header, rows = report.dataset_table(df, "graph", "svc_acc", "cv")
     assert header == ["method", "β", "τ+", "MUTAG", "PTC_MR"]
     assert rows[0] == ["random-init", "", "", "70.00 ± 0.00", "50.00 ± 0.00"]
     assert rows[1] == ["jsd", "0", "0", "81.00 ± 1.00", "61.00 ± 1.00"]
     assert rows[2] == ["hard-jsd", "1", "0.5", "82.00 ± 2.00", f"61.00 ± {math.sqrt(2):.2f} (n=2)"]
     assert "### By data set: `svc_acc` (cv)" in report.write_report(folder, tmp_path / "out").read_text()
+
+
+def test_verdict_is_first_and_pairs_only_on_one_kind_and_clean_commit(tmp_path):
+    hand_records(tmp_path / "res")
+    page = report.write_report(tmp_path / "res", tmp_path / "rep").read_text()
+    assert page.index("## Verdict") < page.index("## Provenance") < page.index("\n## graph")
+    verdict = page.split("## Verdict")[1].split("## Provenance")[0]
+    d = [HARD[s] - BASE[s] for s in range(3)]
+    p = stats.ttest_rel(list(HARD.values()), list(BASE.values())).pvalue
+    row = next(ln for ln in verdict.splitlines() if ln.startswith("| hard-jsd | 1 | 0.1 |"))
+    lo, hi = stats.t.interval(0.95, 2, loc=sum(d) / 3, scale=stats.tstd(d) / math.sqrt(3))
+    assert f"{sum(d) / 3:.2f} [{lo:.2f}, {hi:.2f}]" in row and "| paired t | 3 |" in row
+    # Holm over the two tested comparisons of the report (beta 1 and beta 2)
+    p2 = stats.ttest_rel([81.0, 85.0], [80.0, 82.0]).pvalue
+    assert f"| {p:.3g} | {min(1.0, 2 * min(p, p2)) if p < p2 else max(2 * p2, p):.3g} |" in row
+    assert "Holm (family-wise error) across all 2 tested comparisons" in verdict
+    assert "random-init 71.00 ± 1.00 (n=3" in verdict                              # the floor is a reference
+    assert "| InfoGraph (published) | 89.01 ± 1.13 |" in verdict                   # REFERENCE's numbers beside
+    # the same records, one baseline seed on another processor kind: no longer pairs, Welch
+    (tmp_path / "res" / "000000000000.json").write_text(
+        (tmp_path / "res" / "000000000000.json").read_text().replace('"device": "cpu"', '"device": "gpu"'))
+    g = report.gains_table(report.load_frame(tmp_path / "res"))
+    g1 = g[g["beta"] == 1.0].iloc[0]
+    assert g1["test"] == "welch" and "processor kind differs in 1/3 pairs" in g1["note"]
+    assert math.isclose(g1["p_value"], stats.ttest_ind(list(HARD.values()), list(BASE.values()),
+                                                       equal_var=False).pvalue)
+
+
+def test_bh_option_and_cells_without_a_verdict_say_why(tmp_path):
+    folder = tmp_path / "res"
+    for seed in range(2):
+        results.write_record(folder, rec(f"b{seed}", 0.0, 0.0, seed, 80.0 + seed))
+        results.write_record(folder, rec(f"c{seed}", 0.5, 0.0, seed, 80.5 + seed))            # constant gain
+        results.write_record(folder, rec(f"n{seed}", 2.0, 0.0, seed, math.nan))              # NaN metric
+    results.write_record(folder, rec("one", 1.0, 0.0, 0, 90.0))                              # n = 1
+    r = rec("other", 3.0, 0.0, 0, 70.0)
+    r["suite"] = "elsewhere"
+    results.write_record(folder, r)
+    page = report.write_report(folder, tmp_path / "rep", adjust="bh").read_text()
+    verdict = page.split("## Verdict")[1].split("## Provenance")[0]
+    assert "records of 2 suites (elsewhere, hand)" in verdict
+    assert "Benjamini-Hochberg" in verdict and "0 comparisons tested" not in verdict
+    assert "sd 0" in verdict and "n = 1" in verdict and "NaN" in verdict
+    assert "No verdict for 4 variant(s)" in verdict
+    with pytest.raises(ResultsError, match="'none' is not one of holm, bh"):
+        report.write_report(folder, tmp_path / "rep2", adjust="none")
+
+
+def test_floor_is_drawn_and_subtracted_whatever_its_setting_string(tmp_path):
+    folder = tmp_path / "res"
+    for seed in range(3):
+        for lr in (0.001, 0.01):                     # lr varies among trained runs: their setting string says so
+            for i, (beta, tau) in enumerate(((0.0, 0.0), (1.0, 0.5))):
+                r = rec(f"{lr}{i}{seed}", beta, tau, seed, 80.0 + 5 * i + seed + lr * 100)
+                r["spec"]["train"]["lr"] = lr
+                r["diagnostics"] = {"ess": 0.25 * (i + 1), "floor_rate": 0.75 * i, "true_class_prior": 0.5,
+                                    "fn_weight_share": 0.5}
+                results.write_record(folder, r)
+        results.write_record(folder, rec(f"f{seed}", 0.0, 0.0, seed, 70.0 + 2 * seed, epochs=0))
+    df = report.load_frame(folder)
+    summ = report.summary_table(df)
+    assert set(df[~df["trained"]]["setting"]) == {""} and "lr=0.01" in set(df["setting"])
+    refs = report.figures._references(summ, {("graph", "MUTAG", "svc_acc", "cv"): (60.0, "majority")},
+                                      "graph", "MUTAG", "lr=0.01")
+    assert refs == [("svc_acc", "cv", "random-init (untrained)", 72.0), ("svc_acc", "cv", "trivial baseline", 60.0)]
+    fl = report.floors_table(df)
+    row = fl[(fl["setting"] == "lr=0.01") & (fl["beta"] == 1.0)].iloc[0]
+    assert row["test"] == "paired" and math.isclose(row["gain"], 87.0 - 72.0, rel_tol=1e-9)  # 86 + seed - (70 + 2 seed)
+    hard = report.tables.hardness_table(df, "graph")
+    assert ["MUTAG", "lr=0.01", "hard-jsd", "1", "0.5", "3", "0.50", "0.75", "0.50", "0.50"] in hard
+    page = report.write_report(folder, tmp_path / "rep").read_text()
+    assert "The floor binds for most anchors (final floor rate > 0.5) in 2 cell(s)" in page
+    assert "### Achieved hardness" in page and (tmp_path / "rep" / "figures" / "ess_graph-MUTAG.png").is_file()
