@@ -8,7 +8,8 @@ whatever kills the writer; a killed writer leaves at most a ``.tmp-*`` file, whi
 :func:`hardneg.record.clean_stale` removes from results folders and which caches ignore.
 
 Folders (a cache entry of several files) are built in a temporary sibling folder and
-renamed into place by :func:`atomic_dir`.
+renamed into place by :func:`atomic_dir`; a folder that already exists (a report) is
+swapped for the new one by :func:`replace_dir`.
 
 Errors are the caller's ``OSError``; callers that face users turn them into messages
 (see :func:`hardneg.record.explain_oserror`).
@@ -17,6 +18,7 @@ Errors are the caller's ``OSError``; callers that face users turn them into mess
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import secrets
 import shutil
@@ -101,5 +103,59 @@ def atomic_dir(final: str | os.PathLike, *, existing_ok: Callable[[Path], bool] 
         except OSError:
             if existing_ok is None or not existing_ok(final):
                 raise
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+_RENAME_EXCHANGE = 2  # renameat2(2) flag (Linux >= 3.15)
+_AT_FDCWD = -100
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two existing paths in one atomic step (Linux renameat2); False where unsupported."""
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        fn = libc.renameat2
+    except (OSError, AttributeError):
+        return False
+    rc = fn(_AT_FDCWD, os.fsencode(a), _AT_FDCWD, os.fsencode(b), _RENAME_EXCHANGE)
+    if rc == 0:
+        return True
+    err = ctypes.get_errno()
+    if err in (22, 38, 95):  # EINVAL, ENOSYS, EOPNOTSUPP: this file system or kernel cannot
+        return False
+    raise OSError(err, os.strerror(err), str(b))
+
+
+@contextlib.contextmanager
+def replace_dir(final: str | os.PathLike) -> Iterator[Path]:
+    """Build a folder in a temporary sibling of ``final``; when the block succeeds it replaces ``final``.
+
+    Where the kernel can (Linux renameat2 with RENAME_EXCHANGE), the old and the new folder are
+    exchanged in one step, so whatever kills the writer, ``final`` is the whole old folder or the
+    whole new one. Elsewhere the old folder is first renamed aside (``.tmp-<name>-old-...``) and
+    the new one renamed in; a kill between the two renames leaves the old folder aside, which
+    the next call restores before it starts. A failed block leaves ``final`` untouched.
+    """
+    final = Path(final)
+    final.parent.mkdir(parents=True, exist_ok=True)
+    aside = sorted(final.parent.glob(f"{TMP_PREFIX}{final.name}-old-*"))
+    if aside and not final.exists():
+        os.rename(aside[-1], final)              # an earlier writer was killed between its renames
+    for stale in final.parent.glob(f"{TMP_PREFIX}{final.name}-old-*"):
+        shutil.rmtree(stale, ignore_errors=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f"{TMP_PREFIX}{final.name}-{os.getpid()}-{secrets.token_hex(2)}-",
+                                dir=final.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_UMASK)
+        if not final.exists():
+            os.rename(tmp, final)
+        elif not _exchange(tmp, final):
+            old = final.with_name(f"{TMP_PREFIX}{final.name}-old-{os.getpid()}-{secrets.token_hex(2)}")
+            os.rename(final, old)
+            os.rename(tmp, final)
+            tmp = old
+        _fsync_dir(final.parent)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)

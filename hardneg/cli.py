@@ -127,7 +127,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
     if not args.no_report and (summary.ok or summary.skipped or summary.failed):
         from . import report
         out = Path(args.reports) / suite.name
-        page = report.write_report(folder, out)
+        page = report.write_report(folder, out, if_changed=True)
         print(f"report: {page}")
     return 1 if summary.failed else 0
 

@@ -476,3 +476,14 @@ def test_image_adapter_passes_the_conformance_kit(tmp_path):
     report = check_adapter("image", dataset=f"folder:{root}", data_root=tmp_path, batch_size=8,
                            options={"encoder": "resnet10", "width": 0.0625, "probe_epochs": 1, "knn_k": 5})
     assert report
+
+
+def test_fingerprinted_archive_files_are_torchvisions():
+    """The file lists named so that fingerprinting needs no torchvision import are torchvision's."""
+    from torchvision import datasets as tvd
+
+    from modalities.image.data import _ARCHIVE_FILES
+
+    for name, cls in (("cifar10", tvd.CIFAR10), ("cifar100", tvd.CIFAR100), ("stl10", tvd.STL10)):
+        meta = [cls.meta["filename"]] if name != "stl10" else []
+        assert _ARCHIVE_FILES[name] == (cls.base_folder, tuple([f for f, _ in cls.train_list + cls.test_list] + meta))

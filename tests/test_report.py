@@ -131,7 +131,7 @@ def test_report_of_a_real_toy_suite_is_deterministic(tmp_path):
     report.write_report(tmp_path / "res", tmp_path / "b")
     fa = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
     fb = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert fa == fb and a.read_text().count("![") == 5 and len(fa) == 5 + 9 + 1
+    assert fa == fb and a.read_text().count("![") == 5 and len(fa) == 5 + 9 + 2  # + report.md, .inputs.sha256
 
 
 def test_empty_results_is_a_clear_error(tmp_path):

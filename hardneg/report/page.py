@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -9,6 +10,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from .. import atomic
 from .. import results as store
 from ..results import ResultsError
 from . import stats, verdict
@@ -209,13 +211,35 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
     return "\n".join(L)
 
 
+#: the report folder's record of what it was made from (records, adjustment, report code)
+FINGERPRINT = ".inputs.sha256"
+_GENERATED = ("report.md", "tables", "figures", FINGERPRINT)
+
+
+def inputs_fingerprint(results_dir: Path, adjust: str) -> str:
+    """SHA-256 over what a report depends on: every record file's name and bytes, the p
+    adjustment, and the report package's own source (so a changed report shows up too)."""
+    h = hashlib.sha256(f"adjust={adjust}\n".encode())
+    files = sorted(p for p in results_dir.rglob("*.json") if not p.name.startswith("."))
+    code = sorted(Path(__file__).parent.glob("*.py"))
+    for label, paths, root in (("record", files, results_dir), ("code", code, Path(__file__).parent)):
+        for p in paths:
+            h.update(f"{label}:{p.relative_to(root).as_posix()}\n".encode())
+            h.update(hashlib.sha256(p.read_bytes()).digest())
+    return h.hexdigest()
+
+
 def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                 adjust: str = "holm") -> Path:
+                 adjust: str = "holm", *, if_changed: bool = False) -> Path:
     """Regenerate the report of the records in ``results_dir``; returns the page's path.
 
     ``out`` defaults to ``reports/<suite>``; ``adjust`` is the verdict's p adjustment, ``holm``
-    (family-wise error) or ``bh`` (Benjamini-Hochberg, false discovery rate). Files this function generates (report.md,
-    tables/, figures/) are replaced; nothing else in ``out`` is touched.
+    (family-wise error) or ``bh`` (Benjamini-Hochberg, false discovery rate). The new report
+    (report.md, tables/, figures/ and ``.inputs.sha256``) is built beside the old one and
+    swapped into place (:func:`hardneg.atomic.replace_dir`), so a kill leaves the old report or
+    the new one, never a mix; anything else in ``out`` is carried over unchanged. With
+    ``if_changed`` (what ``hardneg run`` uses), nothing is written when the records, the
+    adjustment and the report code are those the existing report was made from.
     """
     folder = Path(results_dir)
     records = store.load_records(folder)
@@ -224,18 +248,24 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     suites = sorted({str(r.get("suite")) for r in records})
     suite = suites[0] if len(suites) == 1 else folder.name
     out = Path(out) if out is not None else Path("reports") / suite
-    out.mkdir(parents=True, exist_ok=True)
-    for sub in ("tables", "figures"):
-        if (out / sub).is_dir():
-            shutil.rmtree(out / sub)
     stats.adjust([], adjust)
-    df = _prepare(store.to_frame(records), records)
-    tables = write_tables(df, out, adjust)
-    figures = plot_all(df, tables["summary"], records, out, verdict.trivial_baselines(records))
     page = out / "report.md"
+    fingerprint = inputs_fingerprint(folder, adjust)
+    if if_changed and page.is_file() and (out / FINGERPRINT).is_file() \
+            and (out / FINGERPRINT).read_text().strip() == fingerprint:
+        return page
     try:
         rel = Path(os.path.relpath(folder, Path.cwd()))
     except ValueError:
         rel = folder
-    store.atomic_write_text(page, render_page(suite, rel, df, tables, figures, records))
+    df = _prepare(store.to_frame(records), records)
+    with atomic.replace_dir(out) as new:
+        if out.is_dir():
+            for entry in out.iterdir():
+                if entry.name not in _GENERATED and not entry.name.startswith(atomic.TMP_PREFIX):
+                    (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, new / entry.name)
+        tables = write_tables(df, new, adjust)
+        figures = plot_all(df, tables["summary"], records, new, verdict.trivial_baselines(records))
+        store.atomic_write_text(new / "report.md", render_page(suite, rel, df, tables, figures, records))
+        atomic.write_text(new / FINGERPRINT, fingerprint + "\n")
     return page

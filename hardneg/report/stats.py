@@ -27,7 +27,6 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from scipy import stats as _st
 
 from ..results import ResultsError
 
@@ -81,16 +80,22 @@ def _is_zero_spread(sd: float, scale: float) -> bool:
 
 def t_interval(mean: float, se: float, df: float, level: float = LEVEL) -> tuple[float, float]:
     """``mean +- t_{(1+level)/2, df} * se``."""
+    from scipy import stats as _st  # imported when used: it costs seconds
+
     h = float(_st.t.ppf(0.5 + level / 2, df)) * se
     return mean - h, mean + h
 
 
 def mde(se: float, df: float, alpha: float = ALPHA, power: float = POWER) -> float:
     """Minimum detectable effect, two-sided: ``(t_{1-alpha/2, df} + t_{power, df}) * se``."""
+    from scipy import stats as _st
+
     return (float(_st.t.ppf(1 - alpha / 2, df)) + float(_st.t.ppf(power, df))) * se
 
 
 def _tested(test: str, n: int, nb: int, gain: float, sd: float, se: float, df: float, nan: int) -> Comparison:
+    from scipy import stats as _st
+
     t = gain / se
     p = float(2 * _st.t.sf(abs(t), df))
     lo, hi = t_interval(gain, se, df)

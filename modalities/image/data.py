@@ -449,6 +449,16 @@ def load_dataset(name: str, data_root: Path, *, download: bool | None = None, su
                     f"off: set {hdata.ENV_ALLOW_DOWNLOAD}=1 (or pass --download) to fetch it with torchvision")
 
 
+#: the files torchvision's CIFAR10 / CIFAR100 / STL10 classes read (their train_list, test_list
+#: and meta), named here so that fingerprinting a data set does not import torchvision (seconds)
+_ARCHIVE_FILES = {
+    "cifar10": ("cifar-10-batches-py", ("data_batch_1", "data_batch_2", "data_batch_3", "data_batch_4",
+                                        "data_batch_5", "test_batch", "batches.meta")),
+    "cifar100": ("cifar-100-python", ("train", "test", "meta")),
+    "stl10": ("stl10_binary", ("train_X.bin", "train_y.bin", "unlabeled_X.bin", "test_X.bin", "test_y.bin")),
+}
+
+
 def fingerprint_dataset(name: str, data_root: Path, subsets: Subsets = Subsets()) -> dict[str, str] | None:
     """The checksums :func:`load_dataset` records for ``name``, computed without decoding.
 
@@ -461,19 +471,17 @@ def fingerprint_dataset(name: str, data_root: Path, subsets: Subsets = Subsets()
         root = Path(path).expanduser()
         tree = root if root.is_absolute() else data_root / root
     elif kind in ("cifar10", "cifar100"):
-        from torchvision import datasets as tvd
-        cls = tvd.CIFAR10 if kind == "cifar10" else tvd.CIFAR100
-        folder = data_root / kind / cls.base_folder
+        sub, files = _ARCHIVE_FILES[kind]
+        folder = data_root / kind / sub
         if folder.is_dir():
-            files = [f for f, _ in cls.train_list + cls.test_list] + [cls.meta["filename"]]
-            return {kind: _fingerprint_dir(folder, files)}
+            return {kind: _fingerprint_dir(folder, list(files))}
         tree = data_root / kind
     else:
-        from torchvision import datasets as tvd
-        folder = data_root / "stl10" / tvd.STL10.base_folder
+        sub, files = _ARCHIVE_FILES["stl10"]
+        folder = data_root / "stl10" / sub
         if not folder.is_dir():
             return None
-        return {"stl10": _fingerprint_dir(folder, [f for f, _ in tvd.STL10.train_list + tvd.STL10.test_list])}
+        return {"stl10": _fingerprint_dir(folder, list(files))}
     if not (tree / "train").is_dir() or not (tree / "test").is_dir():
         return None
     out = {}

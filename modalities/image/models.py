@@ -17,15 +17,17 @@ from __future__ import annotations
 
 import torch
 from torch import nn
-from torchvision.models.resnet import BasicBlock, Bottleneck
 
 from hardneg.errors import ConfigError
 
+#: name -> (torchvision block, blocks per stage); the block is imported when an encoder is
+#: built, since importing torchvision.models costs seconds (it pulls in torch's compiler), which
+#: every command that only lists or reads suites would otherwise pay
 ENCODERS = {
-    "resnet10": (BasicBlock, (1, 1, 1, 1)),
-    "resnet18": (BasicBlock, (2, 2, 2, 2)),
-    "resnet34": (BasicBlock, (3, 4, 6, 3)),
-    "resnet50": (Bottleneck, (3, 4, 6, 3)),
+    "resnet10": ("BasicBlock", (1, 1, 1, 1)),
+    "resnet18": ("BasicBlock", (2, 2, 2, 2)),
+    "resnet34": ("BasicBlock", (3, 4, 6, 3)),
+    "resnet50": ("Bottleneck", (3, 4, 6, 3)),
 }
 
 
@@ -76,8 +78,10 @@ def build_encoder(name: str, width: float = 1.0) -> CifarResNet:
         raise ConfigError(f"unknown image encoder {name!r}; allowed: {', '.join(ENCODERS)}")
     if not (0 < width <= 4):
         raise ConfigError(f"width={width!r} is out of range; allowed: 0 < width <= 4")
+    from torchvision.models import resnet
+
     block, layers = ENCODERS[name]
-    return CifarResNet(block, layers, width)
+    return CifarResNet(getattr(resnet, block), layers, width)
 
 
 class ProjectionHead(nn.Sequential):
