@@ -1,4 +1,4 @@
-"""The loss core against independent transcriptions of REFERENCE section 1 and limiting cases."""
+"""The loss core against independent transcriptions of the estimator (Robinson et al., ICLR 2021; Chuang et al., NeurIPS 2020) and limiting cases."""
 
 from __future__ import annotations
 
@@ -19,7 +19,7 @@ from hardneg.spec import LossSpec
 # ------------------------------------------------------------------------------------------
 def oracle_infonce(scores, pos, neg, *, beta, tau, t, floor=True, min_score=-1.0, multi="softmax",
                    hardness="logit"):
-    """REFERENCE section 1, direct form, one anchor at a time."""
+    """The estimator (Robinson et al., 2021), direct form, one anchor at a time."""
     rows = []
     b = beta if hardness == "logit" else beta * t
     for i in range(scores.shape[0]):

@@ -227,7 +227,7 @@ def test_verdict_is_first_and_pairs_only_on_one_kind_and_clean_commit(tmp_path):
     assert f"| {p:.3g} | {min(1.0, 2 * min(p, p2)) if p < p2 else max(2 * p2, p):.3g} |" in row
     assert "Holm (family-wise error) across all 2 tested comparisons" in verdict
     assert "random-init 71.00 ± 1.00 (n=3" in verdict                              # the floor is a reference
-    assert "| InfoGraph (published) | 89.01 ± 1.13 |" in verdict                   # REFERENCE's numbers beside
+    assert "| InfoGraph (published) | 89.01 ± 1.13 |" in verdict                   # published numbers beside
     # the same records, one baseline seed on another processor kind: no longer pairs, Welch
     (tmp_path / "res" / "000000000000.json").write_text(
         (tmp_path / "res" / "000000000000.json").read_text().replace('"device": "cpu"', '"device": "gpu"'))

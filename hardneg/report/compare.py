@@ -6,7 +6,7 @@ and other settings (settings inert at beta = 0, tau+ = 0 share one baseline, see
 :data:`~hardneg.report.cells.INERT_AT_BASELINE`). Its floor is the untrained ``random-init``
 run (epochs = 0) of the same modality, data set, metric and adapter options.
 
-Pairing (REFERENCE section 6): two runs of one seed are a pair only when both ran on the same
+Pairing: two runs of one seed are a pair only when both ran on the same
 processor kind (the record's ``device``) and the same committed code (same ``git_commit``, both
 ``git_dirty`` false); otherwise the same seed diverges by rounding and pairing removes no
 variance, so the comparison is Welch's unpaired test over all seeds of both cells, and the

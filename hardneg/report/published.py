@@ -1,5 +1,6 @@
 """Published and parity numbers to read beside ours, with their source and protocol
-(the project's REFERENCE, sections 2-4). Keyed by (modality, data set); values in percent."""
+(Sun et al., ICLR 2020; Robinson et al., ICLR 2021; and the HCL authors' graph code run on this
+project's machine kind, as each row's source says). Keyed by (modality, data set); values in percent."""
 
 from __future__ import annotations
 
