@@ -347,11 +347,11 @@ def test_an_executor_is_one_class(tmp_path):
         executors.make_executor("slurm")
 
 
-@pytest.mark.skipif(not (REPO / "results" / "paper-graph").is_dir(), reason="no committed records")
+@pytest.mark.skipif(not (REPO / "results" / "paper-graph-2026-11").is_dir(), reason="no committed records")
 def test_committed_reference_records_are_reused_not_invalidated(data_root):
     """The schema-1 reference records (built-in adapters, no adapter field) match this hardneg and
     the shared data: planned again from their own specs, every one is done, none changed."""
-    for name in ("quick", "paper-graph", "sentence-cpu"):
+    for name in ("quick", "paper-graph-2026-11", "sentence-cpu"):
         folder = REPO / "results" / name
         specs = [RunSpec.from_dict(r["spec"]) for r in results.load_records(folder)]
         state = runner.inspect_folder(folder, runner.plan(specs), data_root)
@@ -361,12 +361,12 @@ def test_committed_reference_records_are_reused_not_invalidated(data_root):
         assert all(r["adapter"]["inferred"] and r["adapter"]["version"] for r in state.done.values())
 
 
-@pytest.mark.skipif(not (REPO / "results" / "paper-graph").is_dir(), reason="no committed records")
+@pytest.mark.skipif(not (REPO / "results" / "paper-graph-2026-11").is_dir(), reason="no committed records")
 def test_records_made_before_an_option_existed_are_recognised_by_todays_suites(data_root):
     """The graph option `scores` (added_later) entered the resolved options after these records were
     written and `masks` (retired) left them, so today's specs have other ids; the records are still
     found and reused, not rerun."""
-    for name, done in (("quick", 38), ("paper-graph", 385)):
+    for name, done in (("quick", 38), ("paper-graph-2026-11", 385)):
         s = config.load_suite(REPO / "benchmarks" / f"{name}.toml")
         jobs = runner.plan(s.specs)
         graph = [j for j in jobs if j.spec.modality == "graph"]
