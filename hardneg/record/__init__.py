@@ -17,7 +17,8 @@ One JSON file per run, ``results/<suite>/<run_id>.json``, written atomically
     curves             list   one dict per epoch: epoch, loss, steps, samples, seconds, samples_per_s,
                               diag_* (loss-core diagnostics), eval_* (train.eval_every)
     diagnostics        dict   the last epoch's diag_* without the prefix
-    counters, details  dict   what the adapter counted / noted (RunContext.counters / details)
+    counters, details  dict   what the adapter counted / noted (RunContext.counters / details);
+                              the trainer adds details.world_size under torchrun (not in the run id)
     timing             dict   wall_s, cpu_s (the process's CPU time: on a shared machine the
                               honest cost, wall_s stretches with the load), prepare_s, train_s,
                               eval_s, epochs, mid_training_eval_s, train_samples_per_s (measured by
