@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import socket
-
 import pytest
 import torch
 import torch.distributed as dist
@@ -11,6 +9,7 @@ import torch.multiprocessing as mp
 
 from hardneg import HardNegativeLoss, HardnegError, hard_negative_loss
 from hardneg.losses.chunked import chunked_log_r
+from test_distributed import _free_port
 
 
 def _views(b, d, seed, dtype=torch.float64, same=False):
@@ -171,12 +170,6 @@ def _worker(rank: int, port: int, out_dir: str) -> None:
         torch.save({"loss": loss.detach(), "g1": a.grad, "g2": b.grad}, f"{out_dir}/rank{rank}.pt")
     finally:
         dist.destroy_process_group()
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.mark.skipif(not dist.is_available(), reason="torch.distributed not built")
