@@ -351,7 +351,7 @@ def test_an_executor_is_one_class(tmp_path):
 def test_committed_reference_records_are_reused_not_invalidated(data_root):
     """The schema-1 reference records (built-in adapters, no adapter field) match this hardneg and
     the shared data: planned again from their own specs, every one is done, none changed."""
-    for name in ("quick", "paper-graph-2026-11", "sentence-cpu"):
+    for name in ("quick", "paper-graph-2026-11", "sentence-cpu-2026-11"):
         folder = REPO / "results" / name
         specs = [RunSpec.from_dict(r["spec"]) for r in results.load_records(folder)]
         state = runner.inspect_folder(folder, runner.plan(specs), data_root)
