@@ -283,3 +283,33 @@ def test_floor_is_drawn_and_subtracted_whatever_its_setting_string(tmp_path):
     page = report.write_report(folder, tmp_path / "rep").read_text()
     assert "The floor binds for most anchors (final floor rate > 0.5) in 2 cell(s)" in page
     assert "### Achieved hardness" in page and (tmp_path / "rep" / "figures" / "ess_graph-MUTAG.png").is_file()
+
+
+def test_learning_curves_put_every_cell_on_samples_seen(tmp_path):
+    """Each trained cell's evaluation curve, mean over seeds, against cumulative training samples,
+    ending at the record's last-epoch metric; untrained runs have no curve; one cell draws nothing."""
+    folder = tmp_path / "res"
+    for seed in range(2):
+        for beta, tau, rid in ((0.0, 0.0, "a"), (1.0, 0.1, "b")):
+            r = rec(f"{rid}{seed}", beta, tau, seed, 90.0 + seed + beta)
+            r["spec"]["train"]["eval_every"] = 2
+            for e in r["curves"]:
+                e["samples"] = 100
+            r["curves"][1]["eval_svc_acc"] = 80.0 + seed + 2 * beta
+            results.write_record(folder, r)
+        results.write_record(folder, rec(f"f{seed}", 0.0, 0.0, seed, 70.0, epochs=0))
+    df = report.load_frame(folder)
+    records = results.load_records(folder)
+    series = report.figures.learning_series(records, dict(zip(df["run_id"], df["setting"])), "graph", "MUTAG",
+                                            "svc_acc")
+    assert series == {"β=0, τ+=0": [(200, 80.5, 2), (300, 90.5, 2)],
+                      "β=1, τ+=0.1": [(200, 82.5, 2), (300, 91.5, 2)]}
+    report.write_report(folder, tmp_path / "out")
+    assert (tmp_path / "out" / "figures" / "learning_graph-MUTAG.png").is_file()
+    assert "against training samples seen, every cell on one axis" in (tmp_path / "out" / "report.md").read_text()
+    one = tmp_path / "one"
+    for r in records:
+        if r["run_id"].startswith("a"):
+            results.write_record(one, r)
+    report.write_report(one, tmp_path / "out1")
+    assert not (tmp_path / "out1" / "figures" / "learning_graph-MUTAG.png").exists()

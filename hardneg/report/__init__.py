@@ -8,7 +8,8 @@
     OUT/tables/floors.{md,csv}       each trained cell minus its untrained floor (what pretraining added)
     OUT/tables/runs.csv              the tidy table of hardneg.results.load (one row per run and metric)
     OUT/figures/*.png                metric vs beta (with floors and trivial baselines), beta x tau+
-                                     heatmaps, metric vs achieved ESS, training and diagnostics curves
+                                     heatmaps, metric vs achieved ESS, training and diagnostics curves,
+                                     learning curves of every cell against samples seen
 
 The package, one concern a module: :mod:`.stats` (t-tests, CIs, MDE, Holm / BH, formulas in
 its docstring), :mod:`.cells` (the prepared frame, setting strings, per-cell summaries),

@@ -1,4 +1,5 @@
-"""Figures: metric vs beta, beta x tau+ heatmaps, training, diagnostics and evaluation curves."""
+"""Figures: metric vs beta, beta x tau+ heatmaps, training, diagnostics and evaluation curves, and
+the learning curves of every cell of a data set on one axis (headline metric vs samples seen)."""
 
 from __future__ import annotations
 
@@ -96,6 +97,78 @@ def _ess_figure(df, mod: str, ds: str, fdir: Path, plt) -> str | None:
     name = f"ess_{_slug(mod, ds)}.png"
     _finish(fig, axes, len(metrics), f"{mod} / {ds}: downstream metric vs achieved hardness (mean over seeds)",
             fdir / name)
+    return name
+
+
+def learning_series(records: Sequence[Mapping[str, Any]], setting_of: Mapping[str, str], mod: str, ds: str,
+                    metric: str) -> dict[str, list[tuple[int, float, int]]]:
+    """The learning curve of every trained cell of one data set on one metric, for comparing cells:
+    {label: [(training samples seen after the epoch, mean of ``eval_<metric>`` over seeds, seeds)]},
+    the last point being the record's last-epoch ``metric``.
+    Samples are the cumulative sum of the curves' per-epoch ``samples`` (the epoch number where a
+    record has none); a label is the cell's setting string and its beta and tau+."""
+    key = f"eval_{metric}"
+    cells: dict[str, dict[int, list[float]]] = {}
+    for r in records:
+        sp = r.get("spec") or {}
+        if r.get("status") != "ok" or sp.get("modality") != mod or sp.get("dataset") != ds:
+            continue
+        seen, pts = 0, {}
+        for e in _curves(r):
+            n = e.get("samples")
+            seen += int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else 1
+            v = e.get(key)
+            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+                pts[seen] = float(v)
+        final = [m["value"] for m in r.get("metrics") or [] if m.get("metric") == metric
+                 and m.get("selection") == "last-epoch" and isinstance(m.get("value"), (int, float))
+                 and math.isfinite(m["value"])]
+        if pts and final:                       # the evaluation after the last epoch
+            pts[seen] = float(final[0])
+        if not pts:
+            continue
+        loss = sp.get("loss") or {}
+        setting = setting_of.get(r.get("run_id"), "")
+        label = ", ".join(x for x in (setting, f"β={_g(loss.get('beta', 0))}, τ+={_g(loss.get('tau_plus', 0))}") if x)
+        for seen, v in pts.items():
+            cells.setdefault(label, {}).setdefault(seen, []).append(v)
+    return {label: [(seen, sum(v) / len(v), len(v)) for seen, v in sorted(pts.items())]
+            for label, pts in sorted(cells.items())}
+
+
+def _learning_figure(df, summ, records, mod: str, ds: str, fdir: Path, plt) -> str | None:
+    """Headline metrics (and, while at most four panels, the other metrics) evaluated during
+    training against samples seen, every cell of the data set
+    on one panel, untrained rows as horizontal lines (the trivial baselines, far below, are in the
+    beta figures and tables); None below two cells."""
+    setting_of = dict(zip(df["run_id"], df["setting"]))
+    here = df[(df["modality"] == mod) & (df["dataset"] == ds)]
+    heads = sorted(set(here[here["headline"].astype(bool)]["metric"]))
+    monitors = sorted({k.removeprefix("eval_") for r in records if (r.get("spec") or {}).get("dataset") == ds
+                       and (r.get("spec") or {}).get("modality") == mod for e in _curves(r) for k in e
+                       if _is_eval_curve(k)} - set(heads))
+    if len(heads) + len(monitors) <= 4:          # e.g. a kNN monitor beside the headline linear probe
+        heads += monitors
+    panels = [(m, s) for m in heads if len(s := learning_series(records, setting_of, mod, ds, m)) >= 2]
+    if not panels:
+        return None
+    r, c = _grid_shape(len(panels))
+    fig, axes = plt.subplots(r, c, figsize=(7.5 * c, 4.6 * r), squeeze=False)
+    for ax, (metric, series) in zip(axes.flat, panels):
+        for label, pts in series.items():
+            ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=textwrap.fill(label, 60))
+        u = summ[(summ["modality"] == mod) & (summ["dataset"] == ds) & ~summ["trained"].astype(bool)
+                 & (summ["metric"] == metric)]
+        refs = [(metric, "", f"{row['method']} (untrained{', ' + row['setting'] if row['setting'] else ''})",
+                 float(row["mean"])) for _, row in u.iterrows() if math.isfinite(float(row["mean"]))]
+        for i, (_, _, label, val) in enumerate(refs):
+            ax.axhline(val, color="grey" if "untrained" in label else "black", ls=("--", ":", "-.")[i % 3], lw=1,
+                       label=textwrap.fill(label, 60))
+        ax.set_xlabel("training samples seen")
+        ax.set_ylabel(metric)
+        ax.legend(fontsize=6)
+    name = f"learning_{_slug(mod, ds)}.png"
+    _finish(fig, axes, len(panels), f"{mod} / {ds}: learning curves of every cell (mean over seeds)", fdir / name)
     return name
 
 
@@ -199,5 +272,8 @@ def plot_all(df, summ, records: Sequence[Mapping[str, Any]], out: Path,
             name = _ess_figure(df, mod, ds, fdir, plt)
             if name:
                 made.append({"kind": "ess", "modality": mod, "dataset": ds, "setting": "", "file": name})
+            name = _learning_figure(df, summ, records, mod, ds, fdir, plt)
+            if name:
+                made.append({"kind": "learning", "modality": mod, "dataset": ds, "setting": "", "file": name})
     return made
 

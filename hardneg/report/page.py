@@ -185,7 +185,10 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
                         "heatmap": "β × τ+ heatmap of the mean metric", "curves": "training loss per epoch",
                         "diagnostics": "loss-core diagnostics per epoch (first batch of the epoch)",
                         "evaluation": "downstream metric evaluated during training (train.eval_every)",
-                        "ess": "headline metric vs the final ESS of the negative weights (achieved hardness)"}[f["kind"]]
+                        "ess": "headline metric vs the final ESS of the negative weights (achieved hardness)",
+                        "learning": "headline metric evaluated during training against training samples seen, "
+                                    "every cell on one axis (horizontal lines: untrained rows)"
+                        }[f["kind"]]
                 cap = f"{f['dataset']}: {what}" + (f" [{f['setting']}]" if f["setting"] else "")
                 L.append(f"![{cap}](figures/{f['file']})")
                 L.append("")
