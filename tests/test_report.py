@@ -313,3 +313,25 @@ def test_learning_curves_put_every_cell_on_samples_seen(tmp_path):
             results.write_record(one, r)
     report.write_report(one, tmp_path / "out1")
     assert not (tmp_path / "out1" / "figures" / "learning_graph-MUTAG.png").exists()
+
+
+def test_parity_rows_test_our_baseline_against_the_targets_summary(tmp_path):
+    """Our raw-score JSD baseline on PTC_MR against the authors' code's 58.00 ± 2.19 (10): Welch t
+    from summary statistics equals scipy's; cosine-score and hard cells are not parity rows."""
+    folder = tmp_path / "res"
+    vals = [55.0, 57.5, 56.0, 58.5, 54.0]
+    for seed, v in enumerate(vals):
+        results.write_record(folder, rec(f"j{seed}", 0.0, 0.0, seed, v, dataset="PTC_MR"))
+        r = rec(f"c{seed}", 0.0, 0.0, seed, v + 5, dataset="PTC_MR")
+        r["spec"]["options"]["scores"] = "cosine"
+        results.write_record(folder, r)
+        results.write_record(folder, rec(f"h{seed}", 1.0, 0.5, seed, v + 9, dataset="PTC_MR"))
+    df = report.load_frame(folder)
+    rows = report.verdict.parity_rows(df, "graph", "PTC_MR")
+    assert len(rows) == 1 and rows[0][1] == "jsd"
+    want = stats.ttest_ind_from_stats(sum(vals) / 5, stats.tstd(vals), 5, 58.00, 2.19, 10, equal_var=False)
+    gap = sum(vals) / 5 - 58.0
+    assert rows[0][5].startswith(f"{gap:.2f} [") and rows[0][6] == f"{want.pvalue:.3g}"
+    assert rows[0][8] == ("yes" if abs(gap) <= 1 else "no") == "no"
+    assert report.verdict.parity_rows(df, "graph", "MUTAG") == []
+    assert "Parity with the targets above" in report.write_report(folder, tmp_path / "out").read_text()

@@ -137,10 +137,17 @@ def welch(variant: Sequence[float], baseline: Sequence[float]) -> Comparison:
         return _untested(nv, nb, gain, sv, f"n = {min(nv, nb)} on one side: no spread to test against", nan)
     if _is_zero_spread(sv, _mean(v)) and _is_zero_spread(sb, _mean(b)):
         return _untested(nv, nb, gain, 0.0, "both sides constant across seeds (sd 0): t undefined", nan)
-    a, c = sv * sv / nv, sb * sb / nb
+    return welch_summary(_mean(v), sv, nv, _mean(b), sb, nb, nan)
+
+
+def welch_summary(mean_v: float, sd_v: float, n_v: int, mean_b: float, sd_b: float, n_b: int,
+                  nan: int = 0) -> Comparison:
+    """Welch's t-test from summary statistics (n >= 2 and a positive spread on some side), for
+    numbers known only as mean ± sd (n), such as another code's published repeats."""
+    a, c = sd_v * sd_v / n_v, sd_b * sd_b / n_b
     se = math.sqrt(a + c)
-    df = (a + c) ** 2 / (a * a / (nv - 1) + c * c / (nb - 1))
-    return _tested("welch", nv, nb, gain, sv, se, df, nan)
+    df = (a + c) ** 2 / ((a * a / (n_v - 1) if a else 0.0) + (c * c / (n_b - 1) if c else 0.0))
+    return _tested("welch", n_v, n_b, mean_v - mean_b, sd_v, se, df, nan)
 
 
 def holm(p: Sequence[float]) -> list[float]:

@@ -140,6 +140,36 @@ def _sentences(rows: Sequence[dict], floor_means: Mapping[str, float], trivial: 
     return L
 
 
+PARITY_WITHIN = 1.0    # points: the gap to a parity target that counts as parity
+
+
+def parity_rows(df, mod: str, ds: str) -> list[list[str]]:
+    """Our trained beta = 0, tau+ = 0 cells of the methods a parity target names (raw scores,
+    last epoch, headline metric) against that target's mean ± sd (n): Welch t on the summary
+    statistics, the gap's 95% CI, and whether the gap is within ``PARITY_WITHIN`` points."""
+    out = []
+    for what, t_mean, t_sd, t_n, _, methods in published.parity(mod, ds):
+        m = df[(df["modality"] == mod) & (df["dataset"] == ds) & df["trained"] & (df["status"] == "ok")
+               & df["headline"].astype(bool) & (df["selection"] == "last-epoch") & df["method"].isin(methods)
+               & (df["beta"].astype(float) == 0) & (df["tau_plus"].astype(float) == 0)]
+        if "opt.scores" in m.columns:
+            m = m[m["opt.scores"].isna() | (m["opt.scores"] == "raw")]
+        for (setting, method, metric), g in m.groupby(["setting", "method", "metric"], sort=True):
+            vals = [float(v) for v in g["value"] if math.isfinite(float(v))]
+            if len(vals) < 2:
+                continue
+            mean, sd = sum(vals) / len(vals), stats._sd(vals)
+            c = stats.welch_summary(mean, sd, len(vals), t_mean, t_sd, t_n)
+            out.append([setting, method, metric, f"{_num(mean)} ± {_num(sd)} ({len(vals)})",
+                        f"{_num(t_mean)} ± {_num(t_sd)} ({t_n})", _ci(c), _pval(c.p), _num(c.mde),
+                        "yes" if abs(c.gain) <= PARITY_WITHIN else "no"])
+    return out
+
+
+PARITY_HEADER = ["setting", "method", "metric", "ours: mean ± sd (n)", "target: mean ± sd (n)",
+                 "gap [95% CI]", "p (Welch)", "MDE", f"|gap| ≤ {PARITY_WITHIN:g}"]
+
+
 def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The '## Verdict' section as Markdown lines."""
     gains, floors, adjust = tables["gains"], tables["floors"], tables.get("adjust", "holm")
@@ -210,6 +240,12 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
             if pub:
                 L += ["Published and parity numbers (not ours; read with their protocol):", "",
                       _md_table(["what", "value", "source and protocol"], pub, ["l", "r", "l"])]
+            par = parity_rows(df, mod, ds)
+            if par:
+                L += ["Parity with the targets above (ours minus target, Welch t on their mean ± sd (n); "
+                      "the target's repeats are another code's, so nothing pairs):", "",
+                      _md_table(PARITY_HEADER, par, ["l", "l", "l", "r", "r", "r", "r", "r", "l"],
+                                drop_empty=("setting",))]
             L.append(_md_table(HEADER, [r for r, _ in rows], ALIGN, drop_empty=("metric", "setting", "ESS", "floor rate")))
             for s in _sentences([x for _, x in rows], floor_means, trivial, mod, ds):
                 L.append(f"- {s}")
