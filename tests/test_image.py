@@ -24,6 +24,7 @@ from hardneg.spec import LossSpec, RunSpec, TrainSpec
 from modalities.image import ImageAdapter
 from modalities.image import augment as A
 from modalities.image import data as D
+from modalities.image import folder as F
 from modalities.image.models import SimCLRModel, build_encoder
 
 DATA = Path(os.environ.get("HARDNEG_DATA", "/work/shared/data"))
@@ -232,7 +233,7 @@ def test_folder_tree_cache_and_subsets(tmp_path, monkeypatch):
     assert s.classes == ["a", "b", "c"] and s.pretrain.labels.tolist() == [0] * 6 + [1] * 6 + [2] * 6
     px = np.array(Image.open(root / "train" / "b" / "2.png"))
     assert torch.equal(s.pretrain.images[8].permute(1, 2, 0), torch.from_numpy(px))
-    monkeypatch.setattr(D, "_decode_folder", lambda items: (_ for _ in ()).throw(AssertionError("not cached")))
+    monkeypatch.setattr(F, "_decode_folder", lambda items: (_ for _ in ()).throw(AssertionError("not cached")))
     again = D.load_dataset(f"folder:{root}", tmp_path)  # second load: from the cache
     assert torch.equal(again.pretrain.images, s.pretrain.images) and again.checksums == s.checksums
     idx = D.stratified_subset(s.pretrain.labels, 9, seed=0)
@@ -245,13 +246,13 @@ def test_folder_tree_cache_and_subsets(tmp_path, monkeypatch):
 def test_folder_subsets_decode_only_the_chosen_files(tmp_path, monkeypatch):
     root = write_png_tree(tmp_path / "tree", n=6)
     decoded = []
-    real = D._decode_folder
+    real = F._decode_folder
 
     def counting(items):
         decoded.append(len(items))
         return real(items)
 
-    monkeypatch.setattr(D, "_decode_folder", counting)
+    monkeypatch.setattr(F, "_decode_folder", counting)
     sub = D.Subsets(train_subset=6, test_subset=3, pretrain_subset=4, seed=0)
     s = D.load_dataset(f"folder:{root}", tmp_path, subsets=sub)
     labels = torch.arange(18) // 6
@@ -482,7 +483,7 @@ def test_fingerprinted_archive_files_are_torchvisions():
     """The file lists named so that fingerprinting needs no torchvision import are torchvision's."""
     from torchvision import datasets as tvd
 
-    from modalities.image.data import _ARCHIVE_FILES
+    from modalities.image.archives import _ARCHIVE_FILES
 
     for name, cls in (("cifar10", tvd.CIFAR10), ("cifar100", tvd.CIFAR100), ("stl10", tvd.STL10)):
         meta = [cls.meta["filename"]] if name != "stl10" else []

@@ -3,7 +3,8 @@ ICLR 2021, section 5.1; Chuang et al., NeurIPS 2020), registered as ``image``.
 
 Data sets: ``cifar10``, ``cifar100``, ``stl10`` (torchvision formats, or ImageFolder trees for
 the CIFARs) and ``folder:PATH`` (any ImageFolder tree with ``train/`` and ``test/``); see
-:mod:`modalities.image.data`. Views: :mod:`modalities.image.augment`. Encoders:
+:mod:`modalities.image.data` (ImageFolder trees: :mod:`modalities.image.folder`; torchvision formats and
+downloads: :mod:`modalities.image.archives`). Views: :mod:`modalities.image.augment`. Encoders:
 :mod:`modalities.image.models`.
 
 A training batch of B images gives 2B views; the loss is the shared core's two-view form
@@ -47,8 +48,9 @@ from hardneg.evaluation.knn import knn_accuracy
 from hardneg.evaluation.linear import extract_features, linear_probe
 
 from .augment import AugmentSpec, BatchedViewLoader, BatchedViews, CpuViewLoader, eval_transform
-from .data import (KNOWN_DATASETS, ImageSet, Subsets, data_present, fetch_dataset, fingerprint_dataset,
-                   load_dataset, parse_dataset_name)
+from .archives import fetch_dataset
+from .data import (KNOWN_DATASETS, ImageSet, Subsets, data_present, fingerprint_dataset, load_dataset,
+                   parse_dataset_name)
 from .models import ENCODERS, SimCLRModel, build_encoder
 
 __all__ = ["ImageAdapter"]
