@@ -488,3 +488,17 @@ def test_fingerprinted_archive_files_are_torchvisions():
     for name, cls in (("cifar10", tvd.CIFAR10), ("cifar100", tvd.CIFAR100), ("stl10", tvd.STL10)):
         meta = [cls.meta["filename"]] if name != "stl10" else []
         assert _ARCHIVE_FILES[name] == (cls.base_folder, tuple([f for f, _ in cls.train_list + cls.test_list] + meta))
+
+
+def test_folder_paths_resolve_alike_for_loading_fingerprint_and_check(tmp_path, monkeypatch):
+    """folder:~/x, folder:relative and folder:/absolute name one tree in load, fingerprint and check."""
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    write_png_tree(tmp_path / "home" / "tree")
+    data_root = tmp_path / "root"
+    write_png_tree(data_root / "rel")
+    for name, where in (("folder:~/tree", tmp_path / "home" / "tree"), ("folder:rel", data_root / "rel"),
+                        (f"folder:{tmp_path / 'home' / 'tree'}", tmp_path / "home" / "tree")):
+        ok, path, _ = D.data_present(name, data_root)
+        assert ok and Path(path) == where, name
+        assert D.fingerprint_dataset(name, data_root) is not None
+        assert len(D.load_dataset(name, data_root).test) > 0

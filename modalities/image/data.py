@@ -164,10 +164,7 @@ def load_dataset(name: str, data_root: Path, *, download: bool | None = None, su
     kind, path = parse_dataset_name(name)
     data_root = Path(data_root)
     if kind == "folder":
-        root = Path(path).expanduser()
-        if not root.is_absolute():
-            root = data_root / root
-        return load_folder_tree(name, root, subsets, log=log)
+        return load_folder_tree(name, folder_root(path, data_root), subsets, log=log)
     allow = hdata.downloads_allowed(download)
     if kind in ("cifar10", "cifar100"):
         base = data_root / kind
@@ -201,8 +198,7 @@ def fingerprint_dataset(name: str, data_root: Path, subsets: Subsets = Subsets()
     kind, path = parse_dataset_name(name)
     data_root = Path(data_root)
     if kind == "folder":
-        root = Path(path).expanduser()
-        return fingerprint_folder_tree(name, root if root.is_absolute() else data_root / root, subsets)
+        return fingerprint_folder_tree(name, folder_root(path, data_root), subsets)
     archive = fingerprint_archive(kind, data_root)
     if archive is not None or kind == "stl10":
         return archive
@@ -234,6 +230,12 @@ def stratified_subset(labels: torch.Tensor, count: int, *, seed: int = 0, what: 
     return torch.sort(torch.cat(chosen)).values
 
 
+def folder_root(path: str, data_root: Path) -> Path:
+    """The tree of ``folder:PATH``: PATH with ``~`` expanded, relative paths under the data root."""
+    root = Path(path).expanduser()
+    return root if root.is_absolute() else Path(data_root) / root
+
+
 def data_present(name: str, data_root: Path) -> tuple[bool, str, str]:
     """(present, path, detail) for ``hardneg data check`` without loading pixels."""
     from .archives import archive_dir
@@ -241,7 +243,7 @@ def data_present(name: str, data_root: Path) -> tuple[bool, str, str]:
     kind, path = parse_dataset_name(name)
     data_root = Path(data_root)
     if kind == "folder":
-        root = Path(path) if Path(path).is_absolute() else data_root / path
+        root = folder_root(path, data_root)
         ok = (root / "train").is_dir() and (root / "test").is_dir()
         return ok, str(root), "" if ok else f"expected {LAYOUTS['folder']}"
     base = data_root / kind
