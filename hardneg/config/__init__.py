@@ -56,14 +56,8 @@ validating TrainSpec/LossSpec fields, error locations), ``grid`` (grid keys and 
 files by name).
 """
 
-from .expand import EXTRA_KEYS, MODALITY_KEYS
-from .fields import LOSS_FIELDS, TRAIN_FIELDS
 from .locate import find_suite, suite_dirs
 from .overrides import apply_overrides
-from .suite import DEFAULTS_KEYS, SUITE_KEYS, SUITE_NAME_RE, Suite, load_suite, parse_suite, read_toml
+from .suite import Suite, load_suite, parse_suite, read_toml
 
-__all__ = [
-    "DEFAULTS_KEYS", "EXTRA_KEYS", "LOSS_FIELDS", "MODALITY_KEYS", "SUITE_KEYS", "SUITE_NAME_RE",
-    "TRAIN_FIELDS", "Suite", "apply_overrides", "find_suite", "load_suite", "parse_suite",
-    "read_toml", "suite_dirs",
-]
+__all__ = ["Suite", "apply_overrides", "find_suite", "load_suite", "parse_suite", "read_toml", "suite_dirs"]
