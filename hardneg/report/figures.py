@@ -153,7 +153,8 @@ def _learning_figure(df, summ, records, mod: str, ds: str, fdir: Path, plt) -> s
     if not panels:
         return None
     r, c = _grid_shape(len(panels))
-    fig, axes = plt.subplots(r, c, figsize=(7.5 * c, 4.6 * r), squeeze=False)
+    lines = max(len(s) for _, s in panels) + 2
+    fig, axes = plt.subplots(r, c, figsize=(7.5 * c, (4.0 + 0.32 * lines) * r), squeeze=False)
     for ax, (metric, series) in zip(axes.flat, panels):
         for label, pts in series.items():
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=textwrap.fill(label, 60))
@@ -166,7 +167,7 @@ def _learning_figure(df, summ, records, mod: str, ds: str, fdir: Path, plt) -> s
                        label=textwrap.fill(label, 60))
         ax.set_xlabel("training samples seen")
         ax.set_ylabel(metric)
-        ax.legend(fontsize=6)
+        ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)
     name = f"learning_{_slug(mod, ds)}.png"
     _finish(fig, axes, len(panels), f"{mod} / {ds}: learning curves of every cell (mean over seeds)", fdir / name)
     return name
