@@ -335,3 +335,23 @@ def test_parity_rows_test_our_baseline_against_the_targets_summary(tmp_path):
     assert rows[0][8] == ("yes" if abs(gap) <= 1 else "no") == "no"
     assert report.verdict.parity_rows(df, "graph", "MUTAG") == []
     assert "Parity with the targets above" in report.write_report(folder, tmp_path / "out").read_text()
+
+
+def test_verdict_rows_show_prior_and_fn_share_and_known_data_copies_are_named(tmp_path):
+    """Beside ESS and floor rate every verdict row has the measured class prior and the false-negative
+    weight share (means over seeds); a record whose data checksum names a known copy gets its note."""
+    folder = tmp_path / "res"
+    for seed in range(2):
+        for beta, tau, rid in ((0.0, 0.0, "a"), (1.0, 0.1, "b")):
+            r = rec(f"{rid}{seed}", beta, tau, seed, 80.0 + seed + beta)
+            r["diagnostics"] = {"ess": 0.5, "floor_rate": 0.0, "true_class_prior": 0.25 + 0.1 * seed,
+                                "fn_weight_share": 0.5}
+            r["data_checksums"] = {"MUTAG": next(iter(report.published.DATA_COPIES))}
+            results.write_record(folder, r)
+        results.write_record(folder, rec(f"f{seed}", 0.0, 0.0, seed, 70.0, epochs=0))
+    text = report.write_report(folder, tmp_path / "out").read_text()
+    head = next(line for line in text.splitlines() if line.startswith("| method | β | τ+ | ESS"))
+    assert "| prior | fn share |" in head
+    row = next(line for line in text.splitlines() if line.startswith("| hard-jsd | 1 | 0.1 |"))
+    assert "| 0.30 | 0.50 |" in row
+    assert "Data: CIFAR-10 as JPEG files re-encoded at quality 75" in text

@@ -16,9 +16,9 @@ from .fmt import _g, _md_table, _num, _pval
 from .tables import TEST_NAMES, _ci, _n_text
 
 MATCH = KEY + ["method", "beta", "tau_plus"]
-HEADER = ["metric", "setting", "method", "β", "τ+", "ESS", "floor rate", "mean ± sd (n)", "gain [95% CI]", "test", "n", "p",
+HEADER = ["metric", "setting", "method", "β", "τ+", "ESS", "floor rate", "prior", "fn share", "mean ± sd (n)", "gain [95% CI]", "test", "n", "p",
           "p adj", "MDE", "over floor [95% CI]", "note"]
-ALIGN = ["l"] * 5 + ["r"] * 4 + ["l"] + ["r"] * 5 + ["l"]
+ALIGN = ["l"] * 5 + ["r"] * 6 + ["l"] + ["r"] * 5 + ["l"]
 #: a floor rate above this means the floor (the clamp on the negative term) binds for most anchors
 FLOOR_BINDS = 0.5
 
@@ -37,16 +37,18 @@ def trivial_baselines(records: Sequence[Mapping[str, Any]]) -> dict[tuple, tuple
     return {k: (sum(v) / len(v), p) for k, (v, p) in sorted(acc.items())}
 
 
-def _cell_diag(df, key: Sequence[Any]) -> tuple[float, float, float]:
-    """Mean final ESS, floor rate and measured class prior of a cell's runs (NaN if not recorded)."""
+def _cell_diag(df, key: Sequence[Any]) -> tuple[float, float, float, float]:
+    """Mean final ESS, floor rate, measured class prior (the share of same-class candidates, to
+    read beside tau+) and false-negative weight share (the weight mass on same-class negatives)
+    of a cell's runs (NaN where not recorded)."""
     m = df
     for c, v in zip(MATCH, key):
         m = m[m[c] == v]
     out = []
-    for k in ("diag.ess", "diag.floor_rate", "diag.true_class_prior"):
+    for k in ("diag.ess", "diag.floor_rate", "diag.true_class_prior", "diag.fn_weight_share"):
         vals = [float(x) for x in m.get(k, []) if math.isfinite(float(x))] if k in m.columns else []
         out.append(sum(vals) / len(vals) if vals else math.nan)
-    return out[0], out[1], out[2]
+    return out[0], out[1], out[2], out[3]
 
 
 def _rows_of(df, gains, floors, mod: str, ds: str) -> list[tuple[list[str], dict]]:
@@ -61,7 +63,7 @@ def _rows_of(df, gains, floors, mod: str, ds: str) -> list[tuple[list[str], dict
     many = len({k[2] for k in keys}) > 1
     for k in keys:
         fr, gr = fi[k], gi.get(k)
-        ess, rate, _ = _cell_diag(df, k)
+        ess, rate, prior, fn = _cell_diag(df, k)
         mean = f"{_num(fr.variant_mean)} ± {_num(fr.variant_sd)} ({fr.n})" if fr.n >= 2 else \
             f"{_num(fr.variant_mean)} ({fr.n})"
         base = (k[6], k[7]) == (0, 0)
@@ -69,7 +71,8 @@ def _rows_of(df, gains, floors, mod: str, ds: str) -> list[tuple[list[str], dict
         floor_note = (f"over floor: {TEST_NAMES[fr.test]}" + (f", {differ}" if differ else "") if fr.test
                       else (f"over floor: {fr.note}" if fr.note else ""))
         notes = [x for x in ((gr.note if gr is not None else ""), floor_note) if x]
-        row = [f"`{k[2]}`" if many else "", k[4], k[5], _g(k[6]), _g(k[7]), _num(ess), _num(rate), mean,
+        row = [f"`{k[2]}`" if many else "", k[4], k[5], _g(k[6]), _g(k[7]), _num(ess), _num(rate), _num(prior),
+               _num(fn), mean,
                "baseline" if base else (_ci(gr) if gr is not None else ""),
                "" if base or gr is None else TEST_NAMES[gr.test], "" if base or gr is None else _n_text(gr),
                "" if base or gr is None else _pval(gr.p_value), "" if base or gr is None else _pval(gr.p_adj),
@@ -201,7 +204,9 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
         "comparisons of this report (`hardneg report --adjust bh` for the other). MDE: the true gain the test "
         "detects with 80% power at α = 0.05, (t₀.₉₇₅,df + t₀.₈,df) · se. Over floor: the cell minus the untrained "
         "random-init run (what pretraining added). ESS and floor rate: the final epoch's effective sample size "
-        "of the negative weights (1 = uniform) and share of anchors where the floor binds, beside nominal β, τ+.")
+        "of the negative weights (1 = uniform) and share of anchors where the floor binds, beside nominal β, τ+; "
+        "prior: the measured share of same-class candidates (the τ+ the labels would give); fn share: the "
+        "share of the negative weight on same-class candidates (false negatives).")
     L.append("")
     if len(fam):
         L.append(f"**In numbers:** {len(fam)} comparisons tested ({n_pair} paired, {n_welch} Welch), {n_none} "
@@ -236,6 +241,8 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
                     ref_txt.append(f"trivial {_num(tv)} (`{metric}`: {proto})")
             if ref_txt:
                 L += ["Untrained and trivial references: " + "; ".join(ref_txt) + ".", ""]
+            for note in published.data_notes(records).get((mod, ds), []):
+                L += [f"Data: {note}.", ""]
             pub = published.rows(mod, ds)
             if pub:
                 L += ["Published and parity numbers (not ours; read with their protocol):", "",
@@ -246,7 +253,8 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
                       "the target's repeats are another code's, so nothing pairs):", "",
                       _md_table(PARITY_HEADER, par, ["l", "l", "l", "r", "r", "r", "r", "r", "l"],
                                 drop_empty=("setting",))]
-            L.append(_md_table(HEADER, [r for r, _ in rows], ALIGN, drop_empty=("metric", "setting", "ESS", "floor rate")))
+            L.append(_md_table(HEADER, [r for r, _ in rows], ALIGN, drop_empty=("metric", "setting", "ESS", "floor rate", "prior",
+                                                                           "fn share")))
             for s in _sentences([x for _, x in rows], floor_means, trivial, mod, ds):
                 L.append(f"- {s}")
             L.append("")
