@@ -1,9 +1,6 @@
-"""SentEval-protocol evaluation of frozen sentence encoders (Conneau & Kiela, 2018).
-
-Implemented in this project (no SentEval code is used); it reads SentEval's
-``data/downstream`` layout from ``<data_root>/senteval/downstream`` and takes any
-``encode(list[str]) -> np.ndarray`` callable, so it serves the quick-thought GRUs, a
-sentence-transformers model or a bag of random word vectors alike.
+"""The SentEval evaluation protocols (Conneau & Kiela, 2018): classifiers, cross-validation
+and scores of a frozen ``encode(list[str]) -> np.ndarray`` on each task, and the trivial
+baselines under the same protocols.
 
 Protocols (all seeded; ``folds`` = 10 as in the quick-thought and hard-negative papers,
 where SentEval's own default is 5):
@@ -30,54 +27,27 @@ the training part of each split) before the classifier, so the same ``C`` grid m
 same thing for unit-norm MiniLM vectors and unbounded GRU states. Within one inner split
 the ``C`` path is fitted in increasing order with warm starts (same optimum, faster).
 
-Speed: every distinct sentence of the requested tasks is encoded once per call (and the
-encodings may be cached on disk with ``cache_file``); ``subsample`` caps the examples per
-task for fast tests (never for reported figures; results then say so in ``protocol``).
+``subsample`` caps the examples per split for fast tests (never for reported figures;
+results then say so in ``protocol``).
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 
-from ..atomic import atomic_write
-from ..errors import DataError, HardnegError
+from ...errors import DataError, HardnegError
+from .encoding import _encode_all, _sentences_of, _vecs
+from .tasks import _BINARY_FILES, TASKS, _check_task_name, _subsample, check_files, load_task
 
-TASKS: tuple[str, ...] = ("MR", "CR", "SUBJ", "MPQA", "TREC", "MRPC", "SST2", "STSB")
-#: the five tasks whose average is the headline "transfer" score
-CORE_TASKS: tuple[str, ...] = ("MR", "CR", "SUBJ", "MPQA", "TREC")
 C_GRID: tuple[float, ...] = tuple(2.0 ** t for t in range(-2, 4))
 MAX_ITER = 200
-
-_BINARY_FILES = {
-    "MR": ("MR/rt-polarity.pos", "MR/rt-polarity.neg"),
-    "CR": ("CR/custrev.pos", "CR/custrev.neg"),
-    "SUBJ": ("SUBJ/subj.objective", "SUBJ/subj.subjective"),
-    "MPQA": ("MPQA/mpqa.pos", "MPQA/mpqa.neg"),
-}
-_FILES = {
-    **_BINARY_FILES,
-    "TREC": ("TREC/train_5500.label", "TREC/TREC_10.label"),
-    "MRPC": ("MRPC/msr_paraphrase_train.txt", "MRPC/msr_paraphrase_test.txt"),
-    "SST2": ("SST/binary/sentiment-train", "SST/binary/sentiment-dev", "SST/binary/sentiment-test"),
-    "STSB": ("STS/STSBenchmark/sts-test.csv",),
-}
-
-
-@dataclass
-class TaskData:
-    """Sentences and labels of one task. ``pairs`` tasks hold (s1, s2) per example."""
-
-    name: str
-    splits: dict[str, tuple[list, np.ndarray]]  # split -> (sentences or pairs, labels/scores)
-    skipped: int = 0                             # empty lines dropped while reading
 
 
 @dataclass
@@ -94,138 +64,6 @@ class TaskResult:
     chosen_c: list[float] = field(default_factory=list)
     seconds: float = 0.0
     skipped: int = 0
-
-
-# ---- reading ------------------------------------------------------------------------
-def downstream_root(data_root: str | os.PathLike) -> Path:
-    """``<data_root>/senteval/downstream``."""
-    return Path(data_root) / "senteval" / "downstream"
-
-
-def check_files(data_root: str | os.PathLike, tasks: Iterable[str] = TASKS) -> list[Path]:
-    """Paths of the requested tasks' files that are missing (empty list when all present)."""
-    base = downstream_root(data_root)
-    missing = []
-    for t in tasks:
-        _check_task_name(t)
-        missing += [base / rel for rel in _FILES[t] if not (base / rel).is_file()]
-    return missing
-
-
-def _check_task_name(task: str) -> None:
-    if task not in _FILES:
-        raise HardnegError(f"unknown SentEval task {task!r}; allowed: {', '.join(TASKS)}")
-
-
-def _read_lines(path: Path, encoding: str | None = None) -> list[str]:
-    raw = path.read_bytes()
-    if encoding is None:
-        try:
-            text = raw.decode("utf-8-sig")
-        except UnicodeDecodeError:
-            # SentEval reads these files as latin-1; every byte string is valid latin-1.
-            text = raw.decode("latin-1")
-    else:
-        text = raw.decode(encoding)
-    return text.splitlines()
-
-
-def load_task(task: str, data_root: str | os.PathLike) -> TaskData:
-    """Read one task from SentEval's layout; raises DataError naming missing files or bad lines."""
-    _check_task_name(task)
-    missing = check_files(data_root, [task])
-    if missing:
-        raise DataError(f"SentEval task {task}: missing file(s) {', '.join(map(str, missing))}; "
-                        "expected SentEval's data/downstream layout under <data_root>/senteval/downstream "
-                        f"(hardneg data fetch sentence/{task} downloads it)")
-    base = downstream_root(data_root)
-    skipped = 0
-    if task in _BINARY_FILES:
-        sents, labels = [], []
-        for label, rel in zip((1, 0), _FILES[task]):
-            for line in _read_lines(base / rel):
-                line = line.strip()
-                if not line:
-                    skipped += 1
-                    continue
-                sents.append(line)
-                labels.append(label)
-        return TaskData(task, {"all": (sents, np.asarray(labels))}, skipped)
-    if task == "TREC":
-        splits = {}
-        for split, rel in zip(("train", "test"), _FILES[task]):
-            sents, labels = [], []
-            for i, line in enumerate(_read_lines(base / rel, "latin-1"), 1):
-                line = line.strip()
-                if not line:
-                    skipped += 1
-                    continue
-                coarse, sep, rest = line.partition(":")
-                parts = rest.split(" ", 1)
-                if not sep or len(parts) < 2:
-                    raise DataError(f"{base / rel}:{i}: expected 'COARSE:fine question', got {line[:60]!r}")
-                sents.append(parts[1].strip())
-                labels.append(coarse)
-            splits[split] = (sents, np.asarray(labels))
-        return TaskData(task, splits, skipped)
-    if task == "MRPC":
-        splits = {}
-        for split, rel in zip(("train", "test"), _FILES[task]):
-            pairs, labels = [], []
-            lines = _read_lines(base / rel)
-            for i, line in enumerate(lines[1:], 2):  # first line is the header
-                if not line.strip():
-                    skipped += 1
-                    continue
-                cols = line.split("\t")
-                if len(cols) != 5 or cols[0] not in ("0", "1"):
-                    raise DataError(f"{base / rel}:{i}: expected 5 tab-separated columns "
-                                    f"(Quality, #1 ID, #2 ID, #1 String, #2 String), got {len(cols)}")
-                pairs.append((cols[3].strip(), cols[4].strip()))
-                labels.append(int(cols[0]))
-            splits[split] = (pairs, np.asarray(labels))
-        return TaskData(task, splits, skipped)
-    if task == "SST2":
-        splits = {}
-        for split, rel in zip(("train", "dev", "test"), _FILES[task]):
-            sents, labels = [], []
-            for i, line in enumerate(_read_lines(base / rel), 1):
-                if not line.strip():
-                    skipped += 1
-                    continue
-                sent, sep, lab = line.rstrip().rpartition("\t")
-                if not sep or lab not in ("0", "1"):
-                    raise DataError(f"{base / rel}:{i}: expected 'sentence<TAB>0|1', got {line[:60]!r}")
-                sents.append(sent.strip())
-                labels.append(int(lab))
-            splits[split] = (sents, np.asarray(labels))
-        return TaskData(task, splits, skipped)
-    # STSB
-    rel = _FILES[task][0]
-    pairs, scores = [], []
-    for i, line in enumerate(_read_lines(base / rel), 1):
-        if not line.strip():
-            skipped += 1
-            continue
-        cols = line.split("\t")
-        try:
-            score = float(cols[4])
-            pairs.append((cols[5].strip(), cols[6].strip()))
-        except (IndexError, ValueError):
-            raise DataError(f"{base / rel}:{i}: expected genre, file, year, id, score, s1, s2 "
-                            "(tab-separated)") from None
-        scores.append(score)
-    return TaskData(task, {"test": (pairs, np.asarray(scores, dtype=np.float64))}, skipped)
-
-
-def _subsample(task: TaskData, cap: int, rng: np.random.Generator) -> TaskData:
-    splits = {}
-    for split, (xs, ys) in task.splits.items():
-        if len(xs) > cap:
-            idx = np.sort(rng.choice(len(xs), size=cap, replace=False))
-            xs, ys = [xs[i] for i in idx], ys[idx]
-        splits[split] = (xs, ys)
-    return TaskData(task.name, splits, task.skipped)
 
 
 # ---- classifiers --------------------------------------------------------------------
@@ -289,44 +127,6 @@ def nested_cv_accuracy(x: np.ndarray, y: np.ndarray, *, folds: int = 10, inner_f
         accs.append(100.0 * (pred == y[te]).mean())
         cs.append(c)
     return float(np.mean(accs)), float(np.std(accs)), cs
-
-
-# ---- the driver ---------------------------------------------------------------------
-def _sentences_of(task: TaskData) -> list[str]:
-    out = []
-    for xs, _ in task.splits.values():
-        for x in xs:
-            out.extend(x if isinstance(x, tuple) else (x,))
-    return out
-
-
-def _encode_all(encode: Callable[[list[str]], np.ndarray], sentences: list[str], cache_file: Path | None,
-                log: Callable[[str], None] | None) -> dict[str, np.ndarray]:
-    uniq = sorted(set(sentences))
-    key = hashlib.sha256("\n".join(uniq).encode("utf-8", "surrogatepass")).hexdigest()[:16]
-    if cache_file is not None and Path(cache_file).is_file():
-        with np.load(cache_file, allow_pickle=False) as z:
-            if str(z["key"]) == key:
-                return dict(zip(uniq, z["emb"]))
-    t0 = time.perf_counter()
-    emb = np.asarray(encode(uniq), dtype=np.float32)
-    if emb.ndim != 2 or emb.shape[0] != len(uniq):
-        raise HardnegError(f"encode() returned shape {emb.shape}; expected ({len(uniq)}, dim)")
-    if not np.isfinite(emb).all():
-        raise HardnegError("encode() returned non-finite values (NaN or inf)")
-    if log:
-        log(f"senteval: encoded {len(uniq)} distinct sentences in {time.perf_counter() - t0:.1f}s "
-            f"(dim {emb.shape[1]})")
-    if cache_file is not None:
-        cache_file = Path(cache_file)
-        cache_file.parent.mkdir(parents=True, exist_ok=True)
-        with atomic_write(cache_file, binary=True) as fh:
-            np.savez(fh, key=np.asarray(key), emb=emb)
-    return dict(zip(uniq, emb))
-
-
-def _vecs(table: dict[str, np.ndarray], xs: list[str]) -> np.ndarray:
-    return np.stack([table[x] for x in xs]).astype(np.float64)
 
 
 def evaluate(encode: Callable[[list[str]], np.ndarray], data_root: str | os.PathLike,
@@ -462,30 +262,7 @@ def trivial_baselines(data_root: str | os.PathLike, tasks: Sequence[str] = TASKS
     return out
 
 
-def trivial_metrics(results: Sequence[TaskResult]) -> list:
-    """:func:`to_metrics` of :func:`trivial_baselines`, each labelled ``selection='trivial'``."""
-    from ..adapters import Metric
-    return [Metric(m.name, m.value, m.split, m.protocol, "trivial", m.std) for m in to_metrics(results)]
-
-
 def _pair_features(table: dict[str, np.ndarray], pairs: list[tuple[str, str]]) -> np.ndarray:
     u = _vecs(table, [a for a, _ in pairs])
     v = _vecs(table, [b for _, b in pairs])
     return np.concatenate([np.abs(u - v), u * v], axis=1)
-
-
-def to_metrics(results: Sequence[TaskResult]) -> list:
-    """Flatten task results into :class:`hardneg.adapters.Metric` rows named 'MR_acc',
-    'MRPC_f1', 'STSB_spearman', ..., plus 'core5_avg_acc' (mean of MR, CR, SUBJ, MPQA, TREC
-    accuracy) when all five were evaluated."""
-    from ..adapters import Metric
-    out = []
-    for r in results:
-        for k, v in r.metrics.items():
-            out.append(Metric(f"{r.task}_{k}", float(v), split=r.split, protocol=r.protocol,
-                              std=r.std.get(k)))
-    core = {r.task: r.metrics["acc"] for r in results if r.task in CORE_TASKS}
-    if len(core) == len(CORE_TASKS):
-        out.append(Metric("core5_avg_acc", float(np.mean(list(core.values()))), split="mixed",
-                          protocol="mean of MR, CR, SUBJ, MPQA, TREC accuracies"))
-    return out
