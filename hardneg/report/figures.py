@@ -160,11 +160,10 @@ def _learning_figure(df, summ, records, mod: str, ds: str, fdir: Path, plt) -> s
             ax.plot([p[0] for p in pts], [p[1] for p in pts], marker=".", label=textwrap.fill(label, 60))
         u = summ[(summ["modality"] == mod) & (summ["dataset"] == ds) & ~summ["trained"].astype(bool)
                  & (summ["metric"] == metric)]
-        refs = [(metric, "", f"{row['method']} (untrained{', ' + row['setting'] if row['setting'] else ''})",
-                 float(row["mean"])) for _, row in u.iterrows() if math.isfinite(float(row["mean"]))]
-        for i, (_, _, label, val) in enumerate(refs):
-            ax.axhline(val, color="grey" if "untrained" in label else "black", ls=("--", ":", "-.")[i % 3], lw=1,
-                       label=textwrap.fill(label, 60))
+        refs = [(f"{row['method']} (untrained{', ' + row['setting'] if row['setting'] else ''})", float(row["mean"]))
+                for _, row in u.iterrows() if math.isfinite(float(row["mean"]))]
+        for i, (label, val) in enumerate(refs):
+            ax.axhline(val, color="grey", ls=("--", ":", "-.")[i % 3], lw=1, label=textwrap.fill(label, 60))
         ax.set_xlabel("training samples seen")
         ax.set_ylabel(metric)
         ax.legend(fontsize=6, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=1, frameon=False)

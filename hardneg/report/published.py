@@ -34,8 +34,6 @@ _STL = "the HCL authors' README, STL-10, ResNet-50, linear probe"
 for _what, _v in (("SimCLR", "80.15"), ("debiased τ+ 0.1", "84.26"), ("debiased τ+ 0.05", "81.85"),
                   ("hard τ+ 0.1, β 0.5 / 1 / 2 / 6", "86.38 / 87.44 / 87.09 / 83.09")):
     _add("image", "stl10", _what, _v, _STL)
-for _what, _v in (("SimCLR", "80.15"), ("debiased τ+ 0.1", "84.26"), ("debiased τ+ 0.05", "81.85"),
-                  ("hard τ+ 0.1, β 0.5 / 1 / 2 / 6", "86.38 / 87.44 / 87.09 / 83.09")):
     _add("image", "cifar10", f"STL-10, not CIFAR-10: {_what}", _v,
          _STL + " (400 epochs, batch 256, Adam 1e-3; their probe leaves the frozen encoder in train "
          "mode; another data set and encoder: read the ordering, not the level)")

@@ -219,6 +219,7 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
         L.append("**In numbers:** no variant to compare: these records hold baselines and floors only, so the "
                  "section shows what pretraining added and the references, and no gain is tested.")
     L.append("")
+    data_notes = published.data_notes(records)
     for mod in sorted(set(floors["modality"]) | set(gains["modality"])):
         for ds in sorted(set(floors[floors["modality"] == mod]["dataset"])):
             rows = _rows_of(df, gains, floors, mod, ds)
@@ -241,7 +242,7 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
                     ref_txt.append(f"trivial {_num(tv)} (`{metric}`: {proto})")
             if ref_txt:
                 L += ["Untrained and trivial references: " + "; ".join(ref_txt) + ".", ""]
-            for note in published.data_notes(records).get((mod, ds), []):
+            for note in data_notes.get((mod, ds), []):
                 L += [f"Data: {note}.", ""]
             pub = published.rows(mod, ds)
             if pub:
