@@ -19,7 +19,7 @@ from .errors import ConfigError, HardnegError, check_range, non_finite
 OBJECTIVES = ("infonce", "jsd")
 HARDNESS = ("logit", "cosine")
 MULTI_POSITIVE = ("softmax", "mean")
-JSD_CONVENTIONS = ("derived", "authors", "logit")
+JSD_CONVENTIONS = ("derived", "authors", "logit", "standardised")
 _NOT_IN_RUN_ID = ("device", "threads", "flush_denormal")
 #: fields added after records existed: they enter the run id only when set away from this
 #: default, so the ids of earlier records stay what they were
@@ -46,7 +46,8 @@ class LossSpec:
         floor: clamp the debiased negative term from below (Chuang et al., 2020, eq. 10).
         hardness: 'logit' (w = exp(beta s / t), the authors' code) or 'cosine' (w = exp(beta s)).
         multi_positive: 'softmax' or 'mean', the semantics for M > 1 positives per anchor.
-        jsd_convention: 'derived', 'authors' (parity with the authors' code) or 'logit'.
+        jsd_convention: 'derived', 'authors' (parity with the authors' code), 'logit' or
+            'standardised' (:func:`hardneg.losses.jsd_loss`).
         chunk_size: 0 (the dense 2B x 2B score matrix) or K >= 1: the two-view InfoNCE loss
             streamed over K x K blocks, exact in value and gradient (``hard_negative_loss``'s
             ``chunk_size``), for batches whose score matrix does not fit in memory. It changes
@@ -265,7 +266,7 @@ class RunSpec:
         else:
             name = f"hard-{base}"
         if base == "jsd" and (self.loss.jsd_convention == "authors"
-                              or (self.loss.jsd_convention == "logit" and name != "jsd")):
+                              or (self.loss.jsd_convention in ("logit", "standardised") and name != "jsd")):
             # the authors' plain JSD is their float32 numerics, a baseline of its own
             name += f"-{self.loss.jsd_convention}"
         return name

@@ -487,6 +487,44 @@ def test_logit_convention_ess_falls_with_beta_on_fixed_scores():
     assert derived > 0.95
 
 
+def test_standardised_convention_tilts_whatever_the_score_scale():
+    """w = exp(beta (l - mu_i) / sigma_i): the ESS falls strictly with beta, is the same on the
+    cosines, on cosines shrunk tenfold and on raw scores with a large offset (scale-free, where
+    the 'logit' tilt weakens as the spread shrinks), and beta = tau+ = 0 is plain JSD."""
+    from hardneg.losses import jsd_loss
+    s, pos, neg = _cosine_batch(4)
+
+    def ess(scores, b, conv="standardised"):
+        return jsd_loss(scores, pos, neg, beta=b, convention=conv, temperature=0.5, min_score=-1.0,
+                        return_details=True).diagnostics["ess"]
+
+    curve = [ess(s, b) for b in (0.0, 0.5, 1.0, 2.0)]
+    assert curve[0] == pytest.approx(1.0) and all(a > b for a, b in zip(curve, curve[1:])) and curve[2] < 0.6
+    for scaled in (0.1 * s, 500.0 + 20.0 * s):
+        assert ess(scaled, 1.0) == pytest.approx(curve[2], rel=1e-9)
+    assert ess(0.1 * s, 1.0, "logit") > ess(s, 1.0, "logit") + 0.05      # logit: shrinking undoes the tilt
+    plain = jsd_loss(s, pos, neg, convention="logit", temperature=0.5, min_score=-1.0)
+    torch.testing.assert_close(jsd_loss(s, pos, neg, convention="standardised", temperature=0.5, min_score=-1.0),
+                               plain, rtol=1e-12, atol=1e-12)
+
+
+def test_standardised_weights_are_the_softmax_of_standardised_logits():
+    """The weights written out: per anchor, softmax over its negatives of beta (l - mu) / sigma,
+    with sigma the population sd of its negative logits; E_neg is their weighted softplus."""
+    from hardneg.losses import jsd_loss
+    s, pos, neg = _cosine_batch(5)
+    t, b = 0.5, 1.5
+    l = s / t
+    ref = []
+    for i in range(l.shape[0]):
+        ln = l[i][neg[i]]
+        w = torch.softmax(b * (ln - ln.mean()) / ln.std(unbiased=False), 0)
+        ref.append(F.softplus(-l[i][pos[i]]).mean() + (w * F.softplus(ln)).sum() - 2 * math.log(2))
+    got = jsd_loss(s, pos, neg, beta=b, convention="standardised", temperature=t, min_score=-1.0,
+                   reduction="none")
+    torch.testing.assert_close(got, torch.stack(ref), rtol=1e-12, atol=1e-12)
+
+
 def test_logit_convention_floor_is_the_smallest_possible_negative_term():
     """Debiasing floors E_neg at softplus(-1 / t) on cosine scores (never below it), and the loss
     has no gradient from the negatives where it binds."""

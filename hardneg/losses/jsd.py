@@ -28,7 +28,7 @@ def jsd_loss(
     *,
     beta: float = 0.0,
     tau_plus: float = 0.0,
-    convention: Literal["derived", "authors", "logit"] = "derived",
+    convention: Literal["derived", "authors", "logit", "standardised"] = "derived",
     temperature: float = 1.0,
     min_score: float | None = None,
     floor: bool = True,
@@ -45,7 +45,7 @@ def jsd_loss(
 
         loss_i = mean_m softplus(-l_im) + mean_j softplus(l_ij) - 2 log 2
 
-    Three conventions for the hard and debiased variants (identical at beta = tau_plus = 0):
+    Four conventions for the hard and debiased variants (identical at beta = tau_plus = 0):
 
     ``convention='derived'`` (default) applies the estimator of the InfoNCE core to the
     negative expectation: weights ``w_ij = exp(beta * a_ij)`` with ``a = 2 l / max|l|``
@@ -62,6 +62,15 @@ def jsd_loss(
     (cosine similarities with a temperature), where beta sets a concentration that the
     score scale cannot undo.
 
+    ``convention='standardised'`` tilts on each anchor's standardised logits:
+    ``w_ij = exp(beta * (l_ij - mu_i) / sigma_i)`` with ``mu_i`` and ``sigma_i`` the mean and
+    standard deviation of anchor i's negative logits (detached, so they rescale the tilt but are
+    not trained through; ``mu_i`` cancels in the normalisation). The tilt is then invariant to
+    the scale of the scores, on raw dot products as on cosines: for normally distributed
+    logits the ESS is about ``exp(-beta**2)`` whatever the encoder does to their spread, where
+    the 'logit' tilt weakens when the encoder shrinks the spread of the cosines. Debiasing and
+    the floor as in 'logit'.
+
     ``convention='authors'`` reproduces github.com/joshr17/HCL ``JSD_hard`` term for term
     (parity): masks multiply the score matrix (masked entries enter as zeros), the weight
     is ``exp(-2 beta q / max|q|)`` (favouring *easy* negatives), normalised by the row mean
@@ -72,7 +81,7 @@ def jsd_loss(
     beta = tau_plus = 0 it is InfoGraph's JSD as their code trains it, which differs from
     the exact-gradient JSD of the other two conventions (the parity baseline).
 
-    In 'derived' and 'logit' both terms have exact gradients: the positive term is
+    In 'derived', 'logit' and 'standardised' both terms have exact gradients: the positive term is
     ``softplus(-l)`` evaluated directly (written as ``softplus(l) - l`` its gradient is
     exactly zero in float32 once l exceeds about 17, where the true one is ``-exp(-l)``,
     which Adam's normalisation can still act on) and the negative term ``softplus(l)``.
@@ -81,7 +90,7 @@ def jsd_loss(
     check_range("beta", beta, low=0.0)
     check_range("tau_plus", tau_plus, low=0.0, high=1.0, high_inclusive=False)
     check_range("temperature", temperature, low=0.0, low_inclusive=False)
-    _check_choice("convention", convention, ("derived", "authors", "logit"))
+    _check_choice("convention", convention, ("derived", "authors", "logit", "standardised"))
     _check_choice("hardness_sign", hardness_sign, ("hard", "easy"))
     _check_choice("reduction", reduction, ("mean", "sum", "none"))
     _check_masks(scores, pos_mask, neg_mask)
@@ -136,6 +145,8 @@ def jsd_loss(
         else:
             if convention == "logit":
                 log_w = beta * q
+            elif convention == "standardised":
+                log_w = beta * q / _negative_sd(q.detach(), neg_mask, n_cnt)
             else:
                 scale = q.masked_fill(~neg_mask, 0.0).abs().max().clamp_min(torch.finfo(q.dtype).tiny)
                 sign = 2.0 if hardness_sign == "hard" else -2.0
@@ -145,7 +156,7 @@ def jsd_loss(
         if tau > 0.0:
             e_neg = (e_neg - tau * sp_pos_neg) / (1.0 - tau)
             if floor:
-                if convention == "logit" and min_score is not None:
+                if convention in ("logit", "standardised") and min_score is not None:
                     low = softplus(torch.full_like(e_neg, min_score / temperature))
                 else:
                     low = sp_q.detach().masked_fill(~neg_mask, float("inf")).amin(1)
@@ -161,3 +172,11 @@ def jsd_loss(
         diag["pos_score"] = float(scores.detach().masked_fill(~pos_mask, 0).sum() / pos_mask.sum())
         diag["neg_score"] = float(scores.detach().masked_fill(~neg_mask, 0).sum() / neg_mask.sum())
     return LossOutput(loss, per_anchor, diag)
+
+
+def _negative_sd(q: Tensor, neg_mask: Tensor, n_cnt: Tensor) -> Tensor:
+    """Per-anchor standard deviation of the negative logits, as a column; an anchor whose
+    negatives are all equal gets the dtype's smallest normal number (its weights stay uniform)."""
+    mean = q.masked_fill(~neg_mask, 0.0).sum(1) / n_cnt
+    var = (q - mean[:, None]).masked_fill(~neg_mask, 0.0).square().sum(1) / n_cnt
+    return var.sqrt().clamp_min(torch.finfo(q.dtype).tiny)[:, None]

@@ -24,8 +24,9 @@ Scores and masks
 Objective
     Chosen by the run's LossSpec through :class:`hardneg.objective.Objective`: ``'jsd'``
     (InfoGraph's Jensen-Shannon estimator; ``beta``/``tau_plus`` give the hard/debiased
-    variants; ``jsd_convention`` 'derived' or 'authors') or ``'infonce'`` on the same raw
-    scores. Diagnostic labels: a node carries its graph's class.
+    variants; ``jsd_convention`` 'derived', 'authors', 'logit' or 'standardised', see
+    :func:`hardneg.losses.jsd_loss`) or ``'infonce'`` on the same scores (option ``scores``:
+    raw dot products or cosines). Diagnostic labels: a node carries its graph's class.
 
 Evaluation
     Graph embeddings (encoder output, eval mode) of the whole data set, then the nested-CV
