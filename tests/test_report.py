@@ -238,6 +238,25 @@ def test_verdict_is_first_and_pairs_only_on_one_kind_and_clean_commit(tmp_path):
                                                        equal_var=False).pvalue)
 
 
+def test_pairs_over_the_seeds_that_pair_when_enough_do():
+    """One seed of five on another processor kind: paired over the other four, the note names
+    the seed left out; with three of five (or fewer than MIN_PAIRS) unpaired, Welch over all."""
+    from hardneg.report import compare as cmp
+    v = {s: 80.0 + s + 0.3 * (s % 2) for s in range(5)}
+    b = {s: 79.0 + s for s in range(5)}
+    meta = {s: ("cpu", "abc", False) for s in range(5)}
+    moved = {**meta, 0: ("gpu", "abc", False)}
+    c, note = cmp.compare(v, meta, b, moved)
+    d = [v[s] - b[s] for s in range(1, 5)]
+    assert c.test == "paired" and c.n == 4 and math.isclose(c.gain, sum(d) / 4)
+    assert math.isclose(c.p, stats.ttest_rel([v[s] for s in range(1, 5)], [b[s] for s in range(1, 5)]).pvalue)
+    assert "paired over 4/5 seeds, seed(s) 0 left out (processor kind differs in 1/5 pairs)" in note
+    worse = {**moved, 1: ("cpu", "def", False), 2: ("cpu", "abc", True)}
+    c, note = cmp.compare(v, meta, b, worse)
+    assert c.test == "welch" and note.startswith("unpaired: processor kind differs in 1/5 pairs; "
+                                                 "commit differs in 1/5 pairs; dirty or unknown tree in 1/5 pairs")
+
+
 def test_bh_option_and_cells_without_a_verdict_say_why(tmp_path):
     folder = tmp_path / "res"
     for seed in range(2):

@@ -9,8 +9,10 @@ run (epochs = 0) of the same modality, data set, metric and adapter options.
 Pairing: two runs of one seed are a pair only when both ran on the same
 processor kind (the record's ``device``) and the same committed code (same ``git_commit``, both
 ``git_dirty`` false); otherwise the same seed diverges by rounding and pairing removes no
-variance, so the comparison is Welch's unpaired test over all seeds of both cells, and the
-``note`` says why. The family for adjustment is every tested comparison of a headline metric
+variance. The test is paired over the seeds that pair when they are at least
+:data:`MIN_PAIRS` and at least half of the shared seeds (the others are left out, and the
+``note`` names them and why: a choice made from provenance alone, never from the values);
+otherwise it is Welch's unpaired test over all seeds of both cells, and the ``note`` says why. The family for adjustment is every tested comparison of a headline metric
 (the adapter's ``headline_metrics``) in the report, variants against baselines.
 """
 
@@ -44,18 +46,33 @@ def _clean(m: tuple) -> bool:
     return isinstance(m[1], str) and bool(m[1]) and str(m[2]) == "False"
 
 
+MIN_PAIRS = 3
+
+
+_REASONS = ("processor kind differs", "commit differs", "dirty or unknown tree")
+
+
+def _why(vm: tuple, bm: tuple) -> list[str]:
+    bad = (vm[0] != bm[0], vm[1] != bm[1], not (_clean(vm) and _clean(bm)))
+    return [what for what, b in zip(_REASONS, bad) if b]
+
+
 def pairing(vmeta: Mapping[int, tuple], bmeta: Mapping[int, tuple]) -> tuple[list[int], str]:
-    """Seeds that may be paired (all of the shared ones, or none) and, when none, why not."""
+    """Seeds to pair (none: Welch) and a note on the seeds that do not pair, see the module docstring."""
     shared = sorted(set(vmeta) & set(bmeta))
     if not shared:
         return [], "no seed in common"
-    kinds = sum(vmeta[s][0] != bmeta[s][0] for s in shared)
-    code = sum(vmeta[s][1] != bmeta[s][1] for s in shared)
-    dirty = sum(not (_clean(vmeta[s]) and _clean(bmeta[s])) for s in shared)
+    why = {s: _why(vmeta[s], bmeta[s]) for s in shared}
+    good = [s for s in shared if not why[s]]
     n = len(shared)
-    why = [f"{what} in {k}/{n} pairs" for what, k in (("processor kind differs", kinds), ("commit differs", code),
-                                                       ("dirty or unknown tree", dirty)) if k]
-    return ([], "; ".join(why)) if why else (shared, "")
+    counts = {w: sum(w in why[s] for s in shared) for w in _REASONS}
+    summary = "; ".join(f"{w} in {k}/{n} pairs" for w, k in counts.items() if k)
+    if len(good) == n:
+        return shared, ""
+    if len(good) >= MIN_PAIRS and 2 * len(good) >= n:
+        out = ", ".join(str(s) for s in shared if why[s])
+        return good, f"paired over {len(good)}/{n} seeds, seed(s) {out} left out ({summary})"
+    return [], summary
 
 
 def _mixing(meta: Mapping[int, tuple]) -> str:
@@ -75,7 +92,7 @@ def compare(v: Mapping[int, float], vmeta: Mapping[int, tuple], b: Mapping[int, 
     shared, why = pairing(vmeta, bmeta)
     if shared:
         c = stats.paired([v[s] for s in shared], [b[s] for s in shared])
-        note = ""
+        note = why
     else:
         c = stats.welch(list(v.values()), list(b.values()))
         note = f"unpaired: {why}" if c.test else why
