@@ -17,7 +17,7 @@ from hardneg import atomic, config, record, results, runner
 from hardneg.errors import ConfigError, HardnegError
 from hardneg.results import ResultsError
 from hardneg.spec import RunSpec
-from hardneg.runner import FolderLock, ResultsLockedError
+from hardneg.record.lock import FolderLock, ResultsLockedError
 
 TESTS = Path(__file__).resolve().parent
 REPO = TESTS.parent
@@ -156,7 +156,7 @@ def test_unwritable_results_folder_fails_before_training(tmp_path, monkeypatch):
 def test_two_runners_on_one_folder(tmp_path):
     out = tmp_path / "res"
     out.mkdir()
-    code = ("import sys, time; from pathlib import Path; from hardneg.runner import FolderLock\n"
+    code = ("import sys, time; from pathlib import Path; from hardneg.record.lock import FolderLock\n"
             "lock = FolderLock(Path(sys.argv[1])).acquire(); print('locked', flush=True); time.sleep(60)\n")
     holder = subprocess.Popen([sys.executable, "-c", code, str(out)], stdout=subprocess.PIPE, text=True)
     try:
