@@ -304,6 +304,26 @@ def test_floor_is_drawn_and_subtracted_whatever_its_setting_string(tmp_path):
     assert "### Achieved hardness" in page and (tmp_path / "rep" / "figures" / "ess_graph-MUTAG.png").is_file()
 
 
+def test_one_floor_serves_every_value_of_a_training_only_option(tmp_path):
+    """Graph's ``scores`` matters only to training: the untrained runs' setting leaves it out, so
+    the raw and the cosine cells both subtract the one floor, paired and without a note."""
+    folder = tmp_path / "res"
+    for seed in range(3):
+        for scores, off in (("raw", 0.0), ("cosine", 2.0)):
+            for i, (beta, tau) in enumerate(((0.0, 0.0), (1.0, 0.1))):
+                r = rec(f"{scores}{i}{seed}", beta, tau, seed, 80.0 + off + i + 1.3 * seed)
+                r["spec"]["options"]["scores"] = scores
+                results.write_record(folder, r)
+        f = rec(f"f{seed}", 0.0, 0.0, seed, 70.0 + seed, epochs=0)
+        f["spec"]["options"]["scores"] = "raw"                  # what an untrained run resolves to
+        results.write_record(folder, f)
+    df = report.load_frame(folder)
+    assert set(df[~df["trained"]]["setting"]) == {""} and {"scores=raw", "scores=cosine"} <= set(df["setting"])
+    fl = report.floors_table(df)
+    row = fl[(fl["setting"] == "scores=cosine") & (fl["beta"] == 1.0)].iloc[0]
+    assert row["test"] == "paired" and row["note"] == "" and math.isclose(row["gain"], 83.3 - 70.0, rel_tol=1e-9)
+
+
 def test_learning_curves_put_every_cell_on_samples_seen(tmp_path):
     """Each trained cell's evaluation curve, mean over seeds, against cumulative training samples,
     ending at the record's last-epoch metric; untrained runs have no curve; one cell draws nothing."""

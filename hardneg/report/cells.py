@@ -18,18 +18,31 @@ KEY = ["modality", "dataset", "metric", "split", "setting"]
 INERT_AT_BASELINE = ("jsd_convention", "hardness", "floor")
 
 
+def _training_only(modality: str) -> set[str]:
+    """The ``opt.NAME`` columns of the options the registered adapter declares ``training_only``
+    (nothing when the modality is not installed here)."""
+    try:
+        from ..adapters import adapter_class
+        return {f"opt.{k}" for k, o in adapter_class(modality).options.items() if o.training_only}
+    except Exception:  # noqa: BLE001 - records of an adapter not installed here
+        return set()
+
+
 def _settings_of(df, by: Sequence[str], cand: Sequence[str], skip: Sequence[str] = ()):
     """Per row, 'name=value, ...' of the candidate columns that vary among the trained runs of
-    its ``by`` group (untrained rows: adapter options only), leaving out ``skip``."""
+    its ``by`` group (``by[0]`` the modality), leaving out ``skip``. Untrained rows: adapter options only, and not those
+    that matter only to training (an untrained run's value of such an option is its default,
+    which says nothing), so one floor serves every value of them."""
     import pandas as pd
 
     out = pd.Series([""] * len(df), index=df.index, dtype=object)
-    for _, g in df.groupby(list(by), sort=True):
+    for key, g in df.groupby(list(by), sort=True):
         tr = g[g["trained"]]
         varying = [c for c in cand if c in tr.columns and tr[c].astype(str).nunique(dropna=False) > 1
                    and c not in skip]
+        inert = _training_only(str(key[0] if isinstance(key, tuple) else key))   # by[0] is the modality
         for idx, row in g.iterrows():
-            cols = varying if row["trained"] else [c for c in varying if c.startswith("opt.")]
+            cols = varying if row["trained"] else [c for c in varying if c.startswith("opt.") and c not in inert]
             out[idx] = ", ".join(f"{c.removeprefix('opt.')}={_g(row[c]) if isinstance(row[c], float) else row[c]}"
                                  for c in cols)
     return out
