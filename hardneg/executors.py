@@ -50,6 +50,7 @@ class Job:
     spec: RunSpec
     adapter: type
     method: str
+    detail: str = ""   # what else tells it from the suite's other runs of its data set (runner.plan)
 
     @property
     def record_ids(self) -> tuple[str, ...]:
@@ -69,11 +70,12 @@ class Job:
 
     @property
     def label(self) -> str:
-        """``modality/dataset method b=.. t+=.. sSEED`` (untrained runs: no loss settings)."""
+        """``modality/dataset method b=.. t+=.. sSEED [detail]`` (untrained runs: no loss settings)."""
         s = self.spec
+        tail = f" [{self.detail}]" if self.detail else ""
         if s.train.epochs == 0:
-            return f"{s.modality}/{s.dataset} {self.method} s{s.seed}"
-        return f"{s.modality}/{s.dataset} {self.method} b={s.loss.beta:g} t+={s.loss.tau_plus:g} s{s.seed}"
+            return f"{s.modality}/{s.dataset} {self.method} s{s.seed}{tail}"
+        return f"{s.modality}/{s.dataset} {self.method} b={s.loss.beta:g} t+={s.loss.tau_plus:g} s{s.seed}{tail}"
 
 
 @dataclass(frozen=True)

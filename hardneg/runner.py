@@ -34,6 +34,7 @@ Contract of :func:`run_suite`:
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import sys
@@ -59,17 +60,52 @@ ON_CHANGED = ("refuse", "rerun")
 # ---- the plan --------------------------------------------------------------------------------
 
 def plan(specs: Sequence[RunSpec]) -> list[Job]:
-    """One job per spec, validated (ConfigError before anything runs), adapter classes resolved once."""
+    """One job per spec, validated (ConfigError before anything runs), adapter classes resolved
+    once, each with the :func:`details` that tell it from its data set's other runs."""
     classes: dict[str, type] = {}
-    jobs = []
     for spec in specs:
         try:
             spec.validate()
         except HardnegError as exc:
             raise ConfigError(f"run {spec.run_id} ({spec.modality}/{spec.dataset}): {exc}") from None
-        cls = classes.get(spec.modality) or classes.setdefault(spec.modality, adapter_class(spec.modality))
-        jobs.append(Job(spec, cls, cls().method_name(spec)))
-    return jobs
+        classes.get(spec.modality) or classes.setdefault(spec.modality, adapter_class(spec.modality))
+    jobs = [Job(spec, classes[spec.modality], classes[spec.modality]().method_name(spec)) for spec in specs]
+    return [dataclasses.replace(j, detail=d) for j, d in zip(jobs, details(jobs))]
+
+
+#: settings a job label already shows (method, beta, tau+, seed) or that never tell runs apart
+_LABELLED = {"loss.beta", "loss.tau_plus", "loss.objective", "loss.jsd_convention", "train.epochs"}
+
+
+def _shown_untrained(job: Job, key: str) -> bool:
+    kind, _, name = key.partition(".")
+    opt = getattr(job.adapter, "options", {}).get(name)
+    return kind == "options" and not (opt is not None and opt.training_only)
+
+
+def details(jobs: Sequence[Job]) -> list[str]:
+    """Per job, 'name=value, ...' of the loss settings and adapter options that vary among the
+    trained jobs of its modality and data set and that its label does not already show
+    (untrained runs: options that are not training-only), e.g. 'positives=next' or
+    'temperature=1.0, scores=raw'; '' when none vary."""
+    def fields(j: Job) -> dict[str, str]:
+        out = {f"loss.{k}": str(v) for k, v in dataclasses.asdict(j.spec.loss).items()}
+        out.update({f"options.{k}": str(v) for k, v in j.spec.options.items()})
+        return {k: v for k, v in out.items() if k not in _LABELLED}
+
+    per = [fields(j) for j in jobs]
+    groups: dict[tuple, list[int]] = {}
+    for i, j in enumerate(jobs):
+        groups.setdefault((j.spec.modality, j.spec.dataset), []).append(i)
+    out = [""] * len(jobs)
+    for idx in groups.values():
+        trained = [i for i in idx if jobs[i].spec.train.epochs > 0]
+        keys = sorted({k for i in trained for k in per[i]})
+        varying = [k for k in keys if len({per[i].get(k) for i in trained}) > 1]
+        for i in idx:
+            shown = varying if jobs[i].spec.train.epochs > 0 else [k for k in varying if _shown_untrained(jobs[i], k)]
+            out[i] = ", ".join(f"{k.split('.', 1)[1]}={per[i][k]}" for k in shown if k in per[i])
+    return out
 
 
 @dataclass

@@ -373,3 +373,19 @@ def test_records_made_before_an_option_existed_are_recognised_by_todays_suites(d
         assert graph and all(len(j.record_ids) == 4 and j.record_ids[0] == j.spec.run_id for j in graph)
         state = runner.inspect_folder(REPO / "results" / name, jobs, data_root)
         assert len(state.done) == done and state.changed == [], name
+
+
+def test_labels_name_what_tells_a_run_from_its_data_sets_others(tmp_path):
+    """A swept option and loss setting appear in the label of every trained run; the untrained
+    runs show options only, and not training-only ones; a suite with nothing else varying keeps
+    the bare label."""
+    text = toy_adapter.SUITE.replace("[toy]\n", '[toy]\ngrid = {"options.hidden" = [8, 16], "options.jitter" = [0.3, 0.5], '
+                                                 'temperature = [0.5, 1.0]}\n')
+    jobs = runner.plan(suite(tmp_path, text).specs)
+    trained = [j.label for j in jobs if j.spec.train.epochs > 0]
+    assert "toy/blobs4 hard-infonce b=1 t+=0.1 s0 [temperature=1.0, hidden=8, jitter=0.5]" in trained
+    floors = {j.label for j in jobs if j.spec.train.epochs == 0}
+    assert floors == {"toy/blobs4 random-init s0 [hidden=8]", "toy/blobs4 random-init s0 [hidden=16]",
+                      "toy/blobs4 random-init s1 [hidden=8]", "toy/blobs4 random-init s1 [hidden=16]"}
+    (tmp_path / "plain").mkdir()
+    assert {j.detail for j in runner.plan(suite(tmp_path / "plain").specs)} == {""}
