@@ -324,6 +324,23 @@ def test_one_floor_serves_every_value_of_a_training_only_option(tmp_path):
     assert row["test"] == "paired" and row["note"] == "" and math.isclose(row["gain"], 83.3 - 70.0, rel_tol=1e-9)
 
 
+def test_two_floors_that_differ_only_in_an_option_are_not_pooled(tmp_path):
+    """A second untrained encoder (other ``hidden``) beside the floor of the trained runs'
+    encoder: the trained rows name their ``hidden``, each floor keeps its own, and the gain over
+    the floor is over the matching one, not over the mean of the two."""
+    folder = tmp_path / "res"
+    for seed in range(3):
+        results.write_record(folder, rec(f"b{seed}", 0.0, 0.0, seed, 80.0 + 1.3 * seed))
+        results.write_record(folder, rec(f"f{seed}", 0.0, 0.0, seed, 70.0 + seed, epochs=0))
+        other = rec(f"g{seed}", 0.0, 0.0, seed, 60.0, epochs=0)
+        other["spec"]["options"]["hidden"] = 8
+        results.write_record(folder, other)
+    df = report.load_frame(folder)
+    assert set(df[~df["trained"]]["setting"]) == {"hidden=32", "hidden=8"} and set(df[df["trained"]]["setting"]) == {"hidden=32"}
+    row = report.floors_table(df).iloc[0]
+    assert row["test"] == "paired" and math.isclose(row["gain"], 10.3, rel_tol=1e-9)
+
+
 def test_learning_curves_put_every_cell_on_samples_seen(tmp_path):
     """Each trained cell's evaluation curve, mean over seeds, against cumulative training samples,
     ending at the record's last-epoch metric; untrained runs have no curve; one cell draws nothing."""

@@ -29,17 +29,21 @@ def _training_only(modality: str) -> set[str]:
 
 
 def _settings_of(df, by: Sequence[str], cand: Sequence[str], skip: Sequence[str] = ()):
-    """Per row, 'name=value, ...' of the candidate columns that vary among the trained runs of
-    its ``by`` group (``by[0]`` the modality), leaving out ``skip``. Untrained rows: adapter options only, and not those
-    that matter only to training (an untrained run's value of such an option is its default,
-    which says nothing), so one floor serves every value of them."""
+    """Per row, 'name=value, ...' of the candidate columns that vary within its ``by`` group
+    (``by[0]`` the modality), leaving out ``skip``: loss and training settings that vary among
+    the group's trained runs, adapter options that vary among all its runs. Untrained rows:
+    adapter options only, and not those that matter only to training (an untrained run's value
+    of such an option is its default, which says nothing), so one floor serves every value of them."""
     import pandas as pd
 
     out = pd.Series([""] * len(df), index=df.index, dtype=object)
     for key, g in df.groupby(list(by), sort=True):
         tr = g[g["trained"]]
-        varying = [c for c in cand if c in tr.columns and tr[c].astype(str).nunique(dropna=False) > 1
-                   and c not in skip]
+        # loss and training settings: as they vary among the trained runs; adapter options: among
+        # all runs, so two floors that differ (an untrained GRU beside random word vectors) stay
+        # apart and each trained row names the value its floor is matched on
+        varying = [c for c in cand if c in g.columns and c not in skip
+                   and (g if c.startswith("opt.") else tr)[c].astype(str).nunique(dropna=False) > 1]
         inert = _training_only(str(key[0] if isinstance(key, tuple) else key))   # by[0] is the modality
         for idx, row in g.iterrows():
             cols = varying if row["trained"] else [c for c in varying if c.startswith("opt.") and c not in inert]
