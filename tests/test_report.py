@@ -339,6 +339,8 @@ def test_two_floors_that_differ_only_in_an_option_are_not_pooled(tmp_path):
     assert set(df[~df["trained"]]["setting"]) == {"hidden=32", "hidden=8"} and set(df[df["trained"]]["setting"]) == {"hidden=32"}
     row = report.floors_table(df).iloc[0]
     assert row["test"] == "paired" and math.isclose(row["gain"], 10.3, rel_tol=1e-9)
+    page = report.write_report(folder, tmp_path / "rep").read_text()
+    assert "random-init [hidden=32] 71.00 ± 1.00 (n=3, `svc_acc`); random-init [hidden=8] 60.00 ± 0.00 (n=3" in page
 
 
 def test_learning_curves_put_every_cell_on_samples_seen(tmp_path):

@@ -89,9 +89,10 @@ def _range(xs: Sequence[float]) -> str:
     return f"{_num(xs[0])} to {_num(xs[-1])} (median {_num(med)})"
 
 
-def _sentences(rows: Sequence[dict], floor_means: Mapping[str, float], trivial: Mapping[tuple, tuple],
+def _sentences(rows: Sequence[dict], floor_means: Mapping[str, tuple[float, str]], trivial: Mapping[tuple, tuple],
                mod: str, ds: str) -> list[str]:
-    """Plain sentences from the numbers of one data set's verdict rows."""
+    """Plain sentences from the numbers of one data set's verdict rows (``floor_means``: per
+    metric, the strongest untrained floor's mean and name)."""
     L = []
     var = [r for r in rows if not r["baseline"] and r["gain"] is not None]
     tested = [r for r in var if r["gain"].test]
@@ -121,11 +122,11 @@ def _sentences(rows: Sequence[dict], floor_means: Mapping[str, float], trivial: 
     trained = [r for r in rows if math.isfinite(r["floor"].variant_mean)]
     for metric in sorted({r["key"][2] for r in trained}):
         tm = [r for r in trained if r["key"][2] == metric]
-        fl = floor_means.get(metric)
-        if fl is not None and math.isfinite(fl):
+        fl, fl_name = floor_means.get(metric, (math.nan, ""))
+        if math.isfinite(fl):
             best = max(tm, key=lambda r: r["floor"].variant_mean)
             if fl >= best["floor"].variant_mean:
-                L.append(f"The untrained floor (random-init, {_num(fl)}) beats every trained run on `{metric}` "
+                L.append(f"The untrained floor ({fl_name}, {_num(fl)}) beats every trained run on `{metric}` "
                          f"(best trained: {_num(best['floor'].variant_mean)}, {name(best)}).")
         for (m, d, met, split), (tv, proto) in trivial.items():
             if (m, d, met) == (mod, ds, metric):
@@ -229,13 +230,14 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
             refs = df[(df["modality"] == mod) & (df["dataset"] == ds) & ~df["trained"] & (df["status"] == "ok")
                       & df["headline"].astype(bool)]
             ref_txt, floor_means = [], {}
-            for (method, metric), g in refs.groupby(["method", "metric"], sort=True):
+            for (method, setting, metric), g in refs.groupby(["method", "setting", "metric"], sort=True):
                 vals = [float(v) for v in g["value"] if math.isfinite(float(v))]
                 mean = sum(vals) / len(vals) if vals else math.nan
                 sd = stats._sd(vals)
-                if method == "random-init":
-                    floor_means[metric] = mean
-                ref_txt.append(f"{method} {_num(mean)}" + (f" ± {_num(sd)}" if len(vals) > 1 else "")
+                label = method + (f" [{setting}]" if setting else "")   # two untrained encoders: two floors
+                if method == "random-init" and math.isfinite(mean) and not mean <= floor_means.get(metric, (-math.inf,))[0]:
+                    floor_means[metric] = (mean, label)
+                ref_txt.append(f"{label} {_num(mean)}" + (f" ± {_num(sd)}" if len(vals) > 1 else "")
                                + f" (n={len(vals)}, `{metric}`)")
             for (m, d, metric, split), (tv, proto) in trivial.items():
                 if (m, d) == (mod, ds) and metric in set(refs["metric"]) | {r[1]["key"][2] for r in rows}:
