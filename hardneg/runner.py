@@ -68,7 +68,8 @@ def plan(specs: Sequence[RunSpec]) -> list[Job]:
             spec.validate()
         except HardnegError as exc:
             raise ConfigError(f"run {spec.run_id} ({spec.modality}/{spec.dataset}): {exc}") from None
-        classes.get(spec.modality) or classes.setdefault(spec.modality, adapter_class(spec.modality))
+        if spec.modality not in classes:
+            classes[spec.modality] = adapter_class(spec.modality)
     jobs = [Job(spec, classes[spec.modality], classes[spec.modality]().method_name(spec)) for spec in specs]
     return [dataclasses.replace(j, detail=d) for j, d in zip(jobs, details(jobs))]
 

@@ -66,10 +66,12 @@ def jsd_loss(
     ``w_ij = exp(beta * (l_ij - mu_i) / sigma_i)`` with ``mu_i`` and ``sigma_i`` the mean and
     standard deviation of anchor i's negative logits (detached, so they rescale the tilt but are
     not trained through; ``mu_i`` cancels in the normalisation). The tilt is then invariant to
-    the scale of the scores, on raw dot products as on cosines: for normally distributed
-    logits the ESS is about ``exp(-beta**2)`` whatever the encoder does to their spread, where
-    the 'logit' tilt weakens when the encoder shrinks the spread of the cosines. Debiasing and
-    the floor as in 'logit'.
+    the scale of the scores: for normally distributed logits the ESS is about ``exp(-beta**2)``
+    however the encoder scales their spread, where the 'logit' tilt weakens when the encoder
+    shrinks the spread of the cosines. Not to their shape: on unbounded raw scores an encoder
+    can grow a few outlying negatives that inflate ``sigma_i``
+    (benchmarks/graph-standardised-study.toml), so it is meant for cosines. Debiasing and the
+    floor as in 'logit'.
 
     ``convention='authors'`` reproduces github.com/joshr17/HCL ``JSD_hard`` term for term
     (parity): masks multiply the score matrix (masked entries enter as zeros), the weight
@@ -79,7 +81,7 @@ def jsd_loss(
     It also keeps their float32 expressions: ``softplus(q)`` is computed as
     ``softplus(-q) + q``, whose gradient is exactly zero for q below about -17, so at
     beta = tau_plus = 0 it is InfoGraph's JSD as their code trains it, which differs from
-    the exact-gradient JSD of the other two conventions (the parity baseline).
+    the exact-gradient JSD of the other conventions (the parity baseline).
 
     In 'derived', 'logit' and 'standardised' both terms have exact gradients: the positive term is
     ``softplus(-l)`` evaluated directly (written as ``softplus(l) - l`` its gradient is

@@ -18,14 +18,14 @@ KEY = ["modality", "dataset", "metric", "split", "setting"]
 INERT_AT_BASELINE = ("jsd_convention", "hardness", "floor")
 
 
-def _training_only(modality: str) -> set[str]:
+def _training_only(modality: str) -> frozenset[str]:
     """The ``opt.NAME`` columns of the options the registered adapter declares ``training_only``
     (nothing when the modality is not installed here)."""
     try:
         from ..adapters import adapter_class
-        return {f"opt.{k}" for k, o in adapter_class(modality).options.items() if o.training_only}
+        return frozenset(f"opt.{k}" for k, o in adapter_class(modality).options.items() if o.training_only)
     except Exception:  # noqa: BLE001 - records of an adapter not installed here
-        return set()
+        return frozenset()
 
 
 def _settings_of(df, by: Sequence[str], cand: Sequence[str], skip: Sequence[str] = ()):

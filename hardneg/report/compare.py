@@ -12,8 +12,9 @@ processor kind (the record's ``device``) and the same committed code (same ``git
 variance. The test is paired over the seeds that pair when they are at least
 :data:`MIN_PAIRS` and at least half of the shared seeds (the others are left out, and the
 ``note`` names them and why: a choice made from provenance alone, never from the values);
-otherwise it is Welch's unpaired test over all seeds of both cells, and the ``note`` says why. The family for adjustment is every tested comparison of a headline metric
-(the adapter's ``headline_metrics``) in the report, variants against baselines.
+otherwise it is Welch's unpaired test over all seeds of both cells, and the ``note`` says why.
+The family for adjustment is every tested comparison of a headline metric (the adapter's
+``headline_metrics``) in the report, variants against baselines.
 """
 
 from __future__ import annotations
@@ -47,8 +48,6 @@ def _clean(m: tuple) -> bool:
 
 
 MIN_PAIRS = 3
-
-
 _REASONS = ("processor kind differs", "commit differs", "dirty or unknown tree")
 
 

@@ -235,7 +235,7 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
                 mean = sum(vals) / len(vals) if vals else math.nan
                 sd = stats._sd(vals)
                 label = method + (f" [{setting}]" if setting else "")   # two untrained encoders: two floors
-                if method == "random-init" and math.isfinite(mean) and not mean <= floor_means.get(metric, (-math.inf,))[0]:
+                if method == "random-init" and math.isfinite(mean) and mean > floor_means.get(metric, (-math.inf, ""))[0]:
                     floor_means[metric] = (mean, label)
                 ref_txt.append(f"{label} {_num(mean)}" + (f" ± {_num(sd)}" if len(vals) > 1 else "")
                                + f" (n={len(vals)}, `{metric}`)")
