@@ -33,8 +33,8 @@ batch), every rank draws the same seeded global batch of B and keeps its B/N row
 (:func:`hardneg.distributed.shard_batch`; N not dividing B is an error naming both), the
 two-view loss takes its negatives from every rank (:class:`~hardneg.distributed.GatheringObjective`),
 and the loss a curve or the non-finite guard sees is the global batch's (the mean over
-ranks). Rank 0 alone evaluates, writes checkpoints (they name the world size; resuming
-under another is a :class:`CheckpointMismatch`) and returns what the run measured; the
+ranks). Rank 0 alone evaluates, writes checkpoints (they name the world size, the processor kind
+and the commit; resuming under another is a :class:`CheckpointMismatch`) and returns what the run measured; the
 other ranks' :func:`run_spec` returns None.
 """
 
@@ -46,6 +46,7 @@ import math
 import os
 import random
 import time
+from collections.abc import Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterator
 
@@ -67,7 +68,23 @@ class TrainingDiverged(HardnegError):
 
 
 class CheckpointMismatch(HardnegError):
-    """A checkpoint made under another world size; the runner keeps it (see :class:`hardneg.executors.RunTask`)."""
+    """A checkpoint made under another world size, processor kind or commit; the runner keeps it
+    (see :class:`hardneg.executors.RunTask`)."""
+
+
+def _made_on(device: torch.device) -> dict[str, Any]:
+    """What a checkpoint must share with the run resuming it: a record states one processor kind
+    and one commit (:mod:`hardneg.record.provenance`), and epochs of another kind round
+    differently, so a run resumed elsewhere would claim a provenance it does not have."""
+    from .record.provenance import git_info, processor_kind
+    return {"device": processor_kind(device), **git_info()}
+
+
+def _describe(made: Mapping[str, Any] | None) -> str:
+    if not made:
+        return "an unstated processor kind and commit (a checkpoint of an older hardneg)"
+    dirty = " (dirty tree)" if made.get("git_dirty") else ""
+    return f"{made.get('device')} at commit {made.get('git_commit')}{dirty}"
 
 
 def _autocast(device: torch.device, amp: str):
@@ -135,7 +152,8 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
     (the last epoch's excepted: that is the final evaluation) also holds ``eval_<metric>``,
     ``eval_<metric>_std`` and ``eval_seconds``. A non-finite loss raises :class:`TrainingDiverged`.
     With ``checkpoint`` the model, optimizer, RNG and curves are saved after every epoch
-    and a run started again resumes from the last saved epoch.
+    and a run started again resumes from the last saved epoch, only under the world size,
+    processor kind and commit that made the checkpoint (else :class:`CheckpointMismatch`).
     """
     spec = run.spec
     t = spec.train
@@ -152,6 +170,7 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
     curves: list[dict[str, Any]] = []
     start_epoch = 0
     state = None
+    made_on = _made_on(run.device) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists() and rank == 0:
         state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     state = distributed.broadcast_object(state)           # every rank resumes from rank 0's checkpoint
@@ -162,6 +181,11 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
                                      f"world size {size}; allowed: resume it under {made} process(es) "
                                      f"(torchrun --nproc-per-node {made}; 1 = plain hardneg run), or delete "
                                      "it to start the run over")
+        if state.get("made_on") != made_on:
+            raise CheckpointMismatch(f"checkpoint {checkpoint} was made on {_describe(state.get('made_on'))}, this "
+                                     f"run is on {_describe(made_on)}; a record states one processor kind and one "
+                                     "commit; allowed: resume it where it was made, or delete it to start the "
+                                     "run over")
         model.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
         run.generator.set_state(state["generator"])
@@ -171,12 +195,13 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
         run.log(f"resumed from checkpoint at epoch {start_epoch}")
     with training_numerics(t, run.device):
         return _train_epochs(adapter, model, run, objective, optimizer, curves, start_epoch,
-                             progress=progress, checkpoint=checkpoint)
+                             progress=progress, checkpoint=checkpoint, made_on=made_on)
 
 
 def _train_epochs(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective: Objective,
                   optimizer: torch.optim.Optimizer, curves: list[dict[str, Any]], start_epoch: int, *,
-                  progress: bool, checkpoint: Path | None) -> dict[str, Any]:
+                  progress: bool, checkpoint: Path | None, made_on: Mapping[str, Any] | None = None
+                  ) -> dict[str, Any]:
     spec = run.spec
     t = spec.train
     bar = None
@@ -232,7 +257,7 @@ def _train_epochs(adapter: ModalityAdapter, model: nn.Module, run: RunContext, o
             _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "generator": run.generator.get_state(),
                                           "torch_rng": torch.get_rng_state(), "curves": curves, "epoch": epoch,
-                                          "world_size": size})
+                                          "world_size": size, "made_on": made_on})
     if bar is not None:
         bar.close()
     return {"curves": curves, "train_s": sum(c["seconds"] for c in curves)}

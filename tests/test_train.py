@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import re
 
 import pytest
 import torch
@@ -11,7 +12,7 @@ import toy_adapter  # noqa: F401  (registers the 'toy' modality)
 from hardneg.errors import ConfigError
 from hardneg.spec import LossSpec, RunSpec, TrainSpec
 from hardneg.testing import check_adapter
-from hardneg.train import TrainingDiverged, execute
+from hardneg.train import CheckpointMismatch, TrainingDiverged, execute
 
 
 def _spec(**kw) -> RunSpec:
@@ -65,6 +66,23 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     resumed = execute(_spec(train=dict(epochs=4)), data_root=tmp_path, log=lambda m: None, checkpoint=ck)
     assert [c["loss"] for c in resumed["curves"]] == pytest.approx([c["loss"] for c in full["curves"]], rel=1e-6)
     assert resumed["metrics"][0]["value"] == pytest.approx(full["metrics"][0]["value"])
+
+
+def test_a_checkpoint_of_another_processor_kind_or_commit_is_refused_and_kept(tmp_path):
+    ck = tmp_path / "run.ckpt"
+    execute(_spec(train=dict(epochs=2)), data_root=tmp_path, log=lambda m: None, checkpoint=ck)
+    state = torch.load(ck, weights_only=False)
+    assert state["made_on"]["device"].startswith("cpu:") and "git_commit" in state["made_on"]
+    here = state["made_on"]["device"]
+    for made, says in ((dict(state["made_on"], device="cpu:x86_64 Other CPU (AVX2) x1 threads"),
+                        "made on cpu:x86_64 Other CPU (AVX2) x1 threads at commit"),
+                       (dict(state["made_on"], git_commit="0" * 40), f"at commit {'0' * 40}"),
+                       (None, "an unstated processor kind and commit")):
+        torch.save(dict(state, made_on=made), ck)
+        with pytest.raises(CheckpointMismatch, match=re.escape(says)) as err:
+            execute(_spec(train=dict(epochs=4)), data_root=tmp_path, log=lambda m: None, checkpoint=ck)
+        assert f"this run is on {here}" in str(err.value) and "delete it to start the run over" in str(err.value)
+        assert ck.exists()
 
 
 def test_bad_settings_are_reported(tmp_path):
