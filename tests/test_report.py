@@ -195,6 +195,29 @@ def test_eval_every_runs_are_their_own_setting_with_evaluation_curves(tmp_path):
     assert "selected-on-test" in text and "downstream metric evaluated during training" in text
 
 
+def test_best_epoch_numbers_are_set_beside_the_last_epoch_per_cell(tmp_path):
+    folder = tmp_path / "res"
+    for seed, (ev, last) in enumerate(((84.0, 80.0), (86.0, 83.0), (81.0, 81.0))):
+        for beta, shift in ((0.0, 0.0), (1.0, 1.0)):
+            r = rec(f"b{int(beta)}{seed}", beta, 0.1 * beta, seed, last + shift)
+            r["spec"]["train"]["eval_every"] = 1
+            # epochs 0, 1 evaluated mid-training; the last (2) is the metric; ties go to the earliest
+            r["curves"][0]["eval_svc_acc"] = ev + shift
+            r["curves"][1]["eval_svc_acc"] = ev + shift - 5.0
+            r["metrics"].append({"metric": "svc_acc_best", "value": max(ev, last) + shift, "split": "cv",
+                                 "std": 1.0, "protocol": "best of 3", "selection": "selected-on-test"})
+            results.write_record(folder, r)
+    text = report.write_report(folder, tmp_path / "out").read_text()
+    block = text.split("### Numbers selected on the test data")[1]
+    assert "over 6 run(s) it is above the last-epoch `svc_acc` by 0.00 to 4.00 (median 3.00) points" in block
+    assert "the chosen epoch is 1 of 3 (earliest 1)" in block
+    rows = [ln for ln in block.splitlines() if ln.startswith("| graph / MUTAG")]
+    # per cell: mean last (80+83+81)/3 = 81.33, mean best (84+86+81)/3 = 83.67, differences 4, 3, 0
+    assert rows == ["| graph / MUTAG | `svc_acc_best` | jsd | 0 | 0 | 3 | 81.33 | 83.67 | 0.00 to 4.00 (median 3.00) | 1 |",
+                    "| graph / MUTAG | `svc_acc_best` | hard-jsd | 1 | 0.1 | 3 | 82.33 | 84.67 | 0.00 to 4.00 "
+                    "(median 3.00) | 1 |"]
+
+
 def test_by_dataset_table_lines_up_methods_across_data_sets(tmp_path):
     folder = tmp_path / "res"
     for seed in range(3):

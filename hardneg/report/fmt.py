@@ -80,3 +80,10 @@ def _mean_text(mean: float, std: float, n: int) -> str:
     """mean, or mean ± std over n >= 2 seeds."""
     return f"{_num(mean)} ± {_num(std)}" if n >= 2 else _num(mean)
 
+
+def _range(xs: Sequence[float]) -> str:
+    xs = sorted(xs)
+    med = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
+    if _num(xs[0]) == _num(xs[-1]):
+        return _num(xs[0])
+    return f"{_num(xs[0])} to {_num(xs[-1])} (median {_num(med)})"

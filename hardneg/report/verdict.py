@@ -10,9 +10,9 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import published, stats
+from . import published, selection, stats
 from .cells import KEY
-from .fmt import _g, _md_table, _num, _pval
+from .fmt import _g, _md_table, _num, _pval, _range
 from .tables import TEST_NAMES, _ci, _n_text
 
 MATCH = KEY + ["method", "beta", "tau_plus"]
@@ -79,14 +79,6 @@ def _rows_of(df, gains, floors, mod: str, ds: str) -> list[tuple[list[str], dict
                "" if base or gr is None else _num(gr.mde), _ci(fr), "; ".join(notes)]
         out.append((row, {"key": k, "floor": fr, "gain": gr, "ess": ess, "floor_rate": rate, "baseline": base}))
     return out
-
-
-def _range(xs: Sequence[float]) -> str:
-    xs = sorted(xs)
-    med = xs[len(xs) // 2] if len(xs) % 2 else (xs[len(xs) // 2 - 1] + xs[len(xs) // 2]) / 2
-    if _num(xs[0]) == _num(xs[-1]):
-        return _num(xs[0])
-    return f"{_num(xs[0])} to {_num(xs[-1])} (median {_num(med)})"
 
 
 def _sentences(rows: Sequence[dict], floor_means: Mapping[str, tuple[float, str]], trivial: Mapping[tuple, tuple],
@@ -261,61 +253,4 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
             for s in _sentences([x for _, x in rows], floor_means, trivial, mod, ds):
                 L.append(f"- {s}")
             L.append("")
-    obs = observations(df, records)
-    if obs:
-        L += ["### Numbers selected on the test data", ""] + [f"- {s}" for s in obs] + [""]
-    return L
-
-
-def _best_epochs(records: Sequence[Mapping[str, Any]], mod: str, ds: str, base: str) -> list[tuple[int, int]]:
-    """(best epoch, epochs) per record of ``mod``/``ds`` whose curves carry ``eval_<base>`` (1-based)."""
-    from .figures import _curves
-
-    out = []
-    for r in records:
-        sp = r.get("spec") or {}
-        if r.get("status") != "ok" or (sp.get("modality"), sp.get("dataset")) != (mod, ds):
-            continue
-        pts = [(float(e[f"eval_{base}"]), int(e.get("epoch", 0))) for e in _curves(r)
-               if isinstance(e.get(f"eval_{base}"), (int, float)) and math.isfinite(e[f"eval_{base}"])]
-        epochs = int((sp.get("train") or {}).get("epochs") or 0)
-        final = [float(m["value"]) for m in r.get("metrics") or [] if m.get("metric") == base
-                 and isinstance(m.get("value"), (int, float)) and math.isfinite(m["value"])]
-        if pts and final and epochs and all(e != epochs - 1 for _, e in pts):
-            pts.append((final[0], epochs - 1))             # the last epoch's evaluation is the metric itself
-        if pts:
-            best = max(pts, key=lambda p: (p[0], -p[1]))
-            out.append((best[1] + 1, epochs))
-    return sorted(out)
-
-
-def observations(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """Sentences about numbers chosen on the test data (best-epoch metrics, 'selected-on-test')."""
-    ok = df[(df["status"] == "ok") & df["metric"].notna()]
-    sel = ok[ok["selection"].astype(str).str.contains("test")]
-    L = []
-    keys = ["setting", "method", "beta", "tau_plus"]
-    for (mod, ds, metric), g in sel.groupby(["modality", "dataset", "metric"], sort=True):
-        base = metric.removesuffix("_best")
-        last = ok[(ok["modality"] == mod) & (ok["dataset"] == ds) & (ok["metric"] == base)]
-        diffs = []
-        for k, cell in g.groupby(keys, sort=True):
-            other = last
-            for c, v in zip(keys, k):
-                other = other[other[c] == v]
-            shared = sorted(set(cell["run_id"]) & set(other["run_id"]))
-            if shared:
-                b = cell.set_index("run_id")["value"].astype(float)
-                a = other.set_index("run_id")["value"].astype(float)
-                diffs += [b[i] - a[i] for i in shared if math.isfinite(b[i] - a[i])]
-        if not diffs:
-            continue
-        s = (f"{mod} / {ds}: `{metric}` takes the epoch with the best test score; over {len(diffs)} run(s) it is "
-             f"above the last-epoch `{base}` by {_range(diffs)} points")
-        be = _best_epochs(records, mod, ds, base)
-        if be:
-            s += (f"; the chosen epoch is {_range([float(e) for e, _ in be]).replace('.00', '')} "
-                  f"of {max(t for _, t in be)} (earliest {be[0][0]})")
-        L.append(s + ". A number chosen on the test data is optimistic: compare it with published numbers "
-                 "selected the same way, never read it as an estimate of generalisation.")
-    return L
+    return L + selection.section(df, records)

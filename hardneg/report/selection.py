@@ -1,0 +1,110 @@
+"""Numbers chosen on the test data: the best-epoch metrics that ``train.eval_every`` records
+(selection 'selected-on-test') set beside the last epoch they are chosen against, per data set
+in sentences and per cell in a table. The verdict itself stays on the last epoch; these say how
+far a number selected the way published InfoGraph-style figures are would move it."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from .fmt import _g, _md_table, _num, _range
+
+_CELL = ["setting", "method", "beta", "tau_plus"]
+TABLE_HEADER = ["data set", "metric", "setting", "method", "β", "τ+", "n", "last epoch", "best epoch",
+                "best − last", "chosen epoch"]
+TABLE_ALIGN = ["l", "l", "l", "l", "r", "r", "r", "r", "r", "r", "r"]
+
+
+def _best_epoch(r: Mapping[str, Any], base: str) -> tuple[int, int] | None:
+    """(best epoch, epochs), 1-based, of a record whose curves carry ``eval_<base>``; ties go to the
+    earliest epoch, and the last epoch's evaluation is the last-epoch metric itself."""
+    from .figures import _curves
+
+    sp = r.get("spec") or {}
+    pts = [(float(e[f"eval_{base}"]), int(e.get("epoch", 0))) for e in _curves(r)
+           if isinstance(e.get(f"eval_{base}"), (int, float)) and math.isfinite(e[f"eval_{base}"])]
+    epochs = int((sp.get("train") or {}).get("epochs") or 0)
+    final = [float(m["value"]) for m in r.get("metrics") or [] if m.get("metric") == base
+             and isinstance(m.get("value"), (int, float)) and math.isfinite(m["value"])]
+    if pts and final and epochs and all(e != epochs - 1 for _, e in pts):
+        pts.append((final[0], epochs - 1))
+    if not pts:
+        return None
+    best = max(pts, key=lambda p: (p[0], -p[1]))
+    return best[1] + 1, epochs
+
+
+def _pairs(ok, g, mod: str, ds: str, base: str) -> list[tuple[str, float, float]]:
+    """(run id, best value, last value) of the runs of one cell's rows ``g`` that hold both."""
+    last = ok[(ok["modality"] == mod) & (ok["dataset"] == ds) & (ok["metric"] == base)]
+    out = []
+    for k, cell in g.groupby(_CELL, sort=True, dropna=False):
+        other = last
+        for c, v in zip(_CELL, k):
+            other = other[other[c] == v]
+        b = cell.set_index("run_id")["value"].astype(float)
+        a = other.set_index("run_id")["value"].astype(float)
+        out += [(i, float(b[i]), float(a[i])) for i in sorted(set(b.index) & set(a.index))
+                if math.isfinite(b[i] - a[i])]
+    return out
+
+
+def _selected(df):
+    ok = df[(df["status"] == "ok") & df["metric"].notna()]
+    return ok, ok[ok["selection"].astype(str).str.contains("test")]
+
+
+def observations(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """One sentence per data set and best-epoch metric: how far above the last epoch, and when."""
+    ok, sel = _selected(df)
+    by_id = {r.get("run_id"): r for r in records if r.get("status") == "ok"}
+    L = []
+    for (mod, ds, metric), g in sel.groupby(["modality", "dataset", "metric"], sort=True):
+        base = metric.removesuffix("_best")
+        pairs = _pairs(ok, g, mod, ds, base)
+        if not pairs:
+            continue
+        s = (f"{mod} / {ds}: `{metric}` takes the epoch with the best test score; over {len(pairs)} run(s) it is "
+             f"above the last-epoch `{base}` by {_range([b - a for _, b, a in pairs])} points")
+        be = sorted(x for x in (_best_epoch(by_id[i], base) for i, _, _ in pairs if i in by_id) if x)
+        if be:
+            s += (f"; the chosen epoch is {_range([float(e) for e, _ in be]).replace('.00', '')} "
+                  f"of {max(t for _, t in be)} (earliest {be[0][0]})")
+        L.append(s + ". A number chosen on the test data is optimistic: compare it with published numbers "
+                 "selected the same way, never read it as an estimate of generalisation.")
+    return L
+
+
+def cell_rows(df, records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
+    """Per data set, best-epoch metric and cell: n, mean last epoch, mean best epoch, the per-run
+    difference (median, min to max) and the chosen epoch (median, min to max)."""
+    ok, sel = _selected(df)
+    by_id = {r.get("run_id"): r for r in records if r.get("status") == "ok"}
+    rows = []
+    order = ["setting", "beta", "tau_plus", "method"]           # the baseline (beta 0, tau+ 0) first
+    for (mod, ds, metric, setting, beta, tau, method), g in sel.groupby(["modality", "dataset", "metric"] + order,
+                                                                         sort=True, dropna=False):
+        base = metric.removesuffix("_best")
+        pairs = _pairs(ok, g, mod, ds, base)
+        if not pairs:
+            continue
+        best = [b for _, b, _ in pairs]
+        last = [a for _, _, a in pairs]
+        be = [x[0] for x in (_best_epoch(by_id[i], base) for i, _, _ in pairs if i in by_id) if x]
+        rows.append([f"{mod} / {ds}", f"`{metric}`", "" if not isinstance(setting, str) else setting, str(method),
+                     _g(beta), _g(tau), str(len(pairs)), _num(sum(last) / len(last)),
+                     _num(sum(best) / len(best)), _range([b - a for _, b, a in pairs]),
+                     _range([float(e) for e in be]).replace(".00", "") if be else ""])
+    return rows
+
+
+def section(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The report's 'Numbers selected on the test data' block (empty without best-epoch metrics)."""
+    obs = observations(df, records)
+    if not obs:
+        return []
+    return (["### Numbers selected on the test data", ""] + [f"- {s}" for s in obs] + ["",
+            "Per cell (means over the runs that hold both numbers; best − last per run; the chosen epoch is "
+            "1-based):", "", _md_table(TABLE_HEADER, cell_rows(df, records), TABLE_ALIGN, drop_empty=("setting",))])
