@@ -33,9 +33,9 @@ batch), every rank draws the same seeded global batch of B and keeps its B/N row
 (:func:`hardneg.distributed.shard_batch`; N not dividing B is an error naming both), the
 two-view loss takes its negatives from every rank (:class:`~hardneg.distributed.GatheringObjective`),
 and the loss a curve or the non-finite guard sees is the global batch's (the mean over
-ranks). Rank 0 alone evaluates, writes checkpoints (they name the world size, the processor kind
-and the commit; resuming under another is a :class:`CheckpointMismatch`) and returns what the run measured; the
-other ranks' :func:`run_spec` returns None.
+ranks). Rank 0 alone evaluates, writes checkpoints (they name the world size, the processor
+kind and the commit; resuming under another is a :class:`CheckpointMismatch`) and returns
+what the run measured; the other ranks' :func:`run_spec` returns None.
 """
 
 from __future__ import annotations
@@ -200,8 +200,7 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
 
 def _train_epochs(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective: Objective,
                   optimizer: torch.optim.Optimizer, curves: list[dict[str, Any]], start_epoch: int, *,
-                  progress: bool, checkpoint: Path | None, made_on: Mapping[str, Any] | None = None
-                  ) -> dict[str, Any]:
+                  progress: bool, checkpoint: Path | None, made_on: Mapping[str, Any] | None) -> dict[str, Any]:
     spec = run.spec
     t = spec.train
     bar = None
