@@ -51,24 +51,41 @@ def _pairs(ok, g, mod: str, ds: str, base: str) -> list[tuple[str, float, float]
     return out
 
 
-def _selected(df):
+def _cells(df, records: Sequence[Mapping[str, Any]]) -> list[tuple[tuple, list, list[tuple[int, int]]]]:
+    """Per best-epoch metric and cell, once: ((modality, data set, metric, setting, beta, tau+,
+    method), [(run id, best, last)], [(chosen epoch, epochs)]), the baseline (beta 0, tau+ 0) first."""
     ok = df[(df["status"] == "ok") & df["metric"].notna()]
-    return ok, ok[ok["selection"].astype(str).str.contains("test")]
+    sel = ok[ok["selection"].astype(str).str.contains("test")]
+    by_id = {r.get("run_id"): r for r in records if r.get("status") == "ok"}
+    out = []
+    order = ["setting", "beta", "tau_plus", "method"]
+    for key, g in sel.groupby(["modality", "dataset", "metric"] + order, sort=True, dropna=False):
+        mod, ds, metric = key[:3]
+        base = metric.removesuffix("_best")
+        pairs = _pairs(ok, g, mod, ds, base)
+        if pairs:
+            be = [x for x in (_best_epoch(by_id[i], base) for i, _, _ in pairs if i in by_id) if x]
+            out.append((key, pairs, be))
+    return out
 
 
 def observations(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
     """One sentence per data set and best-epoch metric: how far above the last epoch, and when."""
-    ok, sel = _selected(df)
-    by_id = {r.get("run_id"): r for r in records if r.get("status") == "ok"}
+    return _sentences(_cells(df, records))
+
+
+def _sentences(cells) -> list[str]:
+    grouped: dict[tuple, tuple[list, list]] = {}
+    for key, pairs, be in cells:
+        acc = grouped.setdefault(key[:3], ([], []))
+        acc[0].extend(pairs)
+        acc[1].extend(be)
     L = []
-    for (mod, ds, metric), g in sel.groupby(["modality", "dataset", "metric"], sort=True):
+    for (mod, ds, metric), (pairs, be) in sorted(grouped.items()):
         base = metric.removesuffix("_best")
-        pairs = _pairs(ok, g, mod, ds, base)
-        if not pairs:
-            continue
+        be = sorted(be)
         s = (f"{mod} / {ds}: `{metric}` takes the epoch with the best test score; over {len(pairs)} run(s) it is "
              f"above the last-epoch `{base}` by {_range([b - a for _, b, a in pairs])} points")
-        be = sorted(x for x in (_best_epoch(by_id[i], base) for i, _, _ in pairs if i in by_id) if x)
         if be:
             s += (f"; the chosen epoch is {_range([float(e) for e, _ in be]).replace('.00', '')} "
                   f"of {max(t for _, t in be)} (earliest {be[0][0]})")
@@ -80,31 +97,26 @@ def observations(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
 def cell_rows(df, records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
     """Per data set, best-epoch metric and cell: n, mean last epoch, mean best epoch, the per-run
     difference (median, min to max) and the chosen epoch (median, min to max)."""
-    ok, sel = _selected(df)
-    by_id = {r.get("run_id"): r for r in records if r.get("status") == "ok"}
+    return _rows(_cells(df, records))
+
+
+def _rows(cells) -> list[list[str]]:
     rows = []
-    order = ["setting", "beta", "tau_plus", "method"]           # the baseline (beta 0, tau+ 0) first
-    for (mod, ds, metric, setting, beta, tau, method), g in sel.groupby(["modality", "dataset", "metric"] + order,
-                                                                         sort=True, dropna=False):
-        base = metric.removesuffix("_best")
-        pairs = _pairs(ok, g, mod, ds, base)
-        if not pairs:
-            continue
+    for (mod, ds, metric, setting, beta, tau, method), pairs, be in cells:
         best = [b for _, b, _ in pairs]
         last = [a for _, _, a in pairs]
-        be = [x[0] for x in (_best_epoch(by_id[i], base) for i, _, _ in pairs if i in by_id) if x]
-        rows.append([f"{mod} / {ds}", f"`{metric}`", "" if not isinstance(setting, str) else setting, str(method),
+        rows.append([f"{mod} / {ds}", f"`{metric}`", setting if isinstance(setting, str) else "", str(method),
                      _g(beta), _g(tau), str(len(pairs)), _num(sum(last) / len(last)),
                      _num(sum(best) / len(best)), _range([b - a for _, b, a in pairs]),
-                     _range([float(e) for e in be]).replace(".00", "") if be else ""])
+                     _range([float(e) for e, _ in be]).replace(".00", "") if be else ""])
     return rows
 
 
 def section(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
     """The report's 'Numbers selected on the test data' block (empty without best-epoch metrics)."""
-    obs = observations(df, records)
-    if not obs:
+    cells = _cells(df, records)
+    if not cells:
         return []
-    return (["### Numbers selected on the test data", ""] + [f"- {s}" for s in obs] + ["",
+    return (["### Numbers selected on the test data", ""] + [f"- {s}" for s in _sentences(cells)] + ["",
             "Per cell (means over the runs that hold both numbers; best − last per run; the chosen epoch is "
-            "1-based):", "", _md_table(TABLE_HEADER, cell_rows(df, records), TABLE_ALIGN, drop_empty=("setting",))])
+            "1-based):", "", _md_table(TABLE_HEADER, _rows(cells), TABLE_ALIGN, drop_empty=("setting",))])
