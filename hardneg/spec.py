@@ -20,6 +20,10 @@ OBJECTIVES = ("infonce", "jsd")
 HARDNESS = ("logit", "cosine")
 MULTI_POSITIVE = ("softmax", "mean")
 JSD_CONVENTIONS = ("derived", "authors", "logit", "standardised")
+#: loss settings an objective never reads (:class:`hardneg.objective.Objective`): JSD has no
+#: hardness variant or multi-positive semantics, InfoNCE no JSD convention. A record still holds
+#: their defaults; the report leaves them out of such a run's setting string.
+INERT_FOR_OBJECTIVE = {"infonce": ("jsd_convention",), "jsd": ("hardness", "multi_positive")}
 _NOT_IN_RUN_ID = ("device", "threads", "flush_denormal")
 #: fields added after records existed: they enter the run id only when set away from this
 #: default, so the ids of earlier records stay what they were

@@ -85,6 +85,26 @@ def test_other_settings_get_their_own_baseline(tmp_path):
     assert by_setting == {"jsd_convention=authors": 1.0, "jsd_convention=derived": 10.0}
 
 
+def test_a_loss_setting_the_objective_ignores_is_not_in_its_setting_string(tmp_path):
+    # InfoNCE never reads jsd_convention (JSD never reads hardness): its rows must not be labelled
+    # by it, and its gain is still taken against its own baseline
+    folder = tmp_path / "res"
+    for seed in range(2):
+        for tag, beta, conv, value in (("b", 0.0, "derived", 80.0), ("a", 1.0, "authors", 82.0),
+                                       ("n", 0.0, "derived", 70.0), ("h", 1.0, "derived", 75.0)):
+            r = rec(f"{tag}{seed}", beta, 0.0, seed, value + seed, convention=conv)
+            if tag in "nh":
+                r["spec"]["loss"].update(objective="infonce", hardness="cosine" if tag == "h" else "logit")
+            results.write_record(folder, r)
+    df = report.load_frame(folder)
+    by_objective = {o: sorted(set(df[df["objective"] == o]["setting"])) for o in ("jsd", "infonce")}
+    assert by_objective == {"jsd": ["objective=jsd, jsd_convention=authors", "objective=jsd, jsd_convention=derived"],
+                            "infonce": ["objective=infonce, hardness=cosine", "objective=infonce, hardness=logit"]}
+    gains = report.gains_table(df)
+    assert dict(zip(gains["setting"], gains["gain"])) == {"objective=jsd, jsd_convention=authors": 2.0,
+                                                          "objective=infonce, hardness=cosine": 5.0}
+
+
 def test_a_setting_without_its_own_baseline_shares_the_inert_one(tmp_path):
     # the authors' convention is plain JSD at beta = 0, tau+ = 0, so that cell runs once, as 'derived'
     folder = tmp_path / "res"

@@ -7,6 +7,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from .. import results as store
+from ..spec import INERT_FOR_OBJECTIVE
 from .fmt import _g
 
 GRID_COLUMNS = ("beta", "tau_plus")
@@ -28,12 +29,23 @@ def _training_only(modality: str) -> frozenset[str]:
         return frozenset()
 
 
+def _reads(df, column: str):
+    """The rows of ``df`` whose objective reads the loss setting ``column`` (all rows for any
+    other column): a setting an objective ignores neither varies nor shows in its rows."""
+    if "objective" not in df.columns:
+        return df
+    ignoring = [o for o, cols in INERT_FOR_OBJECTIVE.items() if column in cols]
+    return df[~df["objective"].isin(ignoring)] if ignoring else df
+
+
 def _settings_of(df, by: Sequence[str], cand: Sequence[str], skip: Sequence[str] = ()):
     """Per row, 'name=value, ...' of the candidate columns that vary within its ``by`` group
     (``by[0]`` the modality), leaving out ``skip``: loss and training settings that vary among
-    the group's trained runs, adapter options that vary among all its runs. Untrained rows:
-    adapter options only, and not those that matter only to training (an untrained run's value
-    of such an option is its default, which says nothing), so one floor serves every value of them."""
+    the group's trained runs, adapter options that vary among all its runs. A loss setting that
+    an objective ignores (:data:`~hardneg.spec.INERT_FOR_OBJECTIVE`) neither counts nor shows in
+    that objective's rows. Untrained rows: adapter options only, and not those that matter only
+    to training (an untrained run's value of such an option is its default, which says nothing),
+    so one floor serves every value of them."""
     import pandas as pd
 
     out = pd.Series([""] * len(df), index=df.index, dtype=object)
@@ -43,10 +55,11 @@ def _settings_of(df, by: Sequence[str], cand: Sequence[str], skip: Sequence[str]
         # all runs, so two floors that differ (an untrained GRU beside random word vectors) stay
         # apart and each trained row names the value its floor is matched on
         varying = [c for c in cand if c in g.columns and c not in skip
-                   and (g if c.startswith("opt.") else tr)[c].astype(str).nunique(dropna=False) > 1]
+                   and _reads(g if c.startswith("opt.") else tr, c)[c].astype(str).nunique(dropna=False) > 1]
         inert = _training_only(str(key[0] if isinstance(key, tuple) else key))   # by[0] is the modality
         for idx, row in g.iterrows():
             cols = varying if row["trained"] else [c for c in varying if c.startswith("opt.") and c not in inert]
+            cols = [c for c in cols if c not in INERT_FOR_OBJECTIVE.get(row.get("objective"), ())]
             out[idx] = ", ".join(f"{c.removeprefix('opt.')}={_g(row[c]) if isinstance(row[c], float) else row[c]}"
                                  for c in cols)
     return out
