@@ -136,7 +136,7 @@ def test_cpu_training_flushes_denormals_and_restores_afterwards(tmp_path, monkey
 
 
 def test_settings_added_later_keep_the_ids_of_existing_records():
-    # the spec of results/paper-graph/c94341554d85.json, written before flush_denormal and eval_every existed
+    # the spec of results/paper-graph-2026-11/c94341554d85.json, written before flush_denormal and eval_every existed
     old = {"dataset": "MUTAG", "modality": "graph", "seed": 0, "suite": "paper-graph",
            "loss": {"beta": 0.0, "floor": True, "hardness": "logit", "jsd_convention": "derived",
                     "multi_positive": "softmax", "objective": "jsd", "tau_plus": 0.0, "temperature": 1.0},
