@@ -105,6 +105,45 @@ def test_a_loss_setting_the_objective_ignores_is_not_in_its_setting_string(tmp_p
                                                           "objective=infonce, hardness=cosine": 5.0}
 
 
+def test_across_data_sets_the_mean_gain_is_tested_from_each_data_sets_own_test(tmp_path):
+    folder = tmp_path / "res"
+    base = {"MUTAG": [80.0, 82.0, 81.0], "PTC_MR": [55.0, 58.0, 56.0], "PROTEINS": [73.0, 74.0, 74.5]}
+    hard = {"MUTAG": [83.0, 83.5, 84.5], "PTC_MR": [55.5, 57.0, 58.0], "PROTEINS": [73.5, 74.5, 74.0]}
+    prior = {"MUTAG": 0.55, "PTC_MR": 0.51, "PROTEINS": 0.52}     # a tau+ chosen per data set
+    for ds in base:
+        for s in range(3):
+            results.write_record(folder, rec(f"b{ds}{s}", 0.0, 0.0, s, base[ds][s], dataset=ds))
+            results.write_record(folder, rec(f"h{ds}{s}", 1.0, 0.1, s, hard[ds][s], dataset=ds))
+            results.write_record(folder, rec(f"p{ds}{s}", 0.0, prior[ds], s, base[ds][s] + 1 + s, dataset=ds))
+    results.write_record(folder, rec("only-mutag", 2.0, 0.0, 0, 90.0))             # one data set: no mean
+    for s in range(3):                                                             # a data set with no test
+        results.write_record(folder, rec(f"bE{s}", 0.0, 0.0, s, 50.0 + s, dataset="ENZYMES"))
+    results.write_record(folder, rec("hE0", 1.0, 0.1, 0, 60.0, dataset="ENZYMES"))
+    df = report.load_frame(folder)
+    tables = report.write_tables(df, tmp_path / "rep")
+    t = tables["overall"]
+    assert len(t) == 2 and set(t["method"]) == {"hard-jsd"}   # method of rec(): tau+ > 0 is 'hard-jsd' too
+    h = t[t["beta"] == 1.0].iloc[0]
+    parts = [stats.ttest_rel(hard[ds], base[ds]) for ds in ("MUTAG", "PROTEINS", "PTC_MR")]
+    d = [sum(hard[ds]) / 3 - sum(base[ds]) / 3 for ds in ("MUTAG", "PROTEINS", "PTC_MR")]
+    se_k = [x / r.statistic for x, r in zip(d, parts)]
+    se = math.sqrt(sum(x * x for x in se_k)) / 3
+    dof = sum(x * x for x in se_k) ** 2 / sum(x ** 4 / 2 for x in se_k)
+    assert h["k"] == 3 and h["datasets"] == "MUTAG, PROTEINS, PTC_MR" and h["positive"] == 3
+    assert math.isclose(h["gain"], sum(d) / 3)
+    assert math.isclose(h["p_value"], 2 * stats.t.sf(abs(sum(d) / 3 / se), dof))
+    assert math.isclose(h["ci_high"] - h["gain"], stats.t.ppf(0.975, dof) * se)
+    assert math.isclose(h["sample_ci_high"] - h["gain"], stats.t.ppf(0.975, 2) * stats.tstd(d) / math.sqrt(3))
+    assert "left out (no test): ENZYMES" in h["note"]
+    p = t[t["beta"] == 0.0].iloc[0]
+    assert p["tau_plus"] == "per data set (MUTAG 0.55, PROTEINS 0.52, PTC_MR 0.51)" and p["k"] == 3
+    assert math.isclose(p["gain"], 2.0)                # each data set: +1, +2, +3 over its baseline
+    assert list(p["p_adj"] for _, p in t.iterrows()) == report.stats.holm(list(t["p_value"]))
+    page = report.render_page("hand", folder, df, tables, [], results.load_records(folder))
+    assert "### graph: across data sets" in page and page.index("across data sets") < page.index("### graph / ENZYMES")
+    assert (tmp_path / "rep" / "tables" / "overall.csv").is_file()
+
+
 def test_a_setting_without_its_own_baseline_shares_the_inert_one(tmp_path):
     # the authors' convention is plain JSD at beta = 0, tau+ = 0, so that cell runs once, as 'derived'
     folder = tmp_path / "res"
@@ -130,7 +169,8 @@ def test_report_regenerates_byte_for_byte(tmp_path):
     assert page == out / "report.md"
     names = {str(p) for p in first}
     for expected in ("tables/summary.md", "tables/summary.csv", "tables/summary.tex", "tables/gains.md",
-                     "tables/gains.csv", "tables/gains.tex", "tables/runs.csv"):
+                     "tables/gains.csv", "tables/gains.tex", "tables/overall.md", "tables/overall.csv",
+                     "tables/runs.csv"):
         assert expected in names
     kinds = {n.split("/")[1].split("_")[0] for n in names if n.startswith("figures/")}
     assert kinds == {"beta", "heatmap", "curves", "diagnostics"}
@@ -151,7 +191,7 @@ def test_report_of_a_real_toy_suite_is_deterministic(tmp_path):
     report.write_report(tmp_path / "res", tmp_path / "b")
     fa = {p.relative_to(tmp_path / "a"): p.read_bytes() for p in (tmp_path / "a").rglob("*") if p.is_file()}
     fb = {p.relative_to(tmp_path / "b"): p.read_bytes() for p in (tmp_path / "b").rglob("*") if p.is_file()}
-    assert fa == fb and a.read_text().count("![") == 5 and len(fa) == 5 + 9 + 2  # + report.md, .inputs.sha256
+    assert fa == fb and a.read_text().count("![") == 5 and len(fa) == 5 + 11 + 2  # + report.md, .inputs.sha256
 
 
 def test_empty_results_is_a_clear_error(tmp_path):

@@ -5,6 +5,7 @@
     OUT/report.md                    the page: Verdict first, provenance, protocol, tables, figures
     OUT/tables/summary.{md,csv,tex}  mean +- std and n over seeds, per setting
     OUT/tables/gains.{md,csv,tex}    each variant minus its beta=0, tau+=0 baseline: CI, test, p, p adj, MDE
+    OUT/tables/overall.{md,csv}      each variant's mean gain across the data sets it ran on, tested
     OUT/tables/floors.{md,csv}       each trained cell minus its untrained floor (what pretraining added)
     OUT/tables/runs.csv              the tidy table of hardneg.results.load (one row per run and metric)
     OUT/figures/*.png                metric vs beta (with floors and trivial baselines), beta x tau+
@@ -14,7 +15,7 @@
 The package, one concern a module: :mod:`.stats` (t-tests, CIs, MDE, Holm / BH, formulas in
 its docstring), :mod:`.cells` (the prepared frame, setting strings, per-cell summaries),
 :mod:`.compare` (which runs are compared and how: pairing by processor kind and clean commit,
-the adjusted family), :mod:`.tables`, :mod:`.figures`, :mod:`.verdict` (the first section and
+the adjusted family), :mod:`.overall` (the mean gain across data sets), :mod:`.tables`, :mod:`.figures`, :mod:`.verdict` (the first section and
 its sentences), :mod:`.published` (published and parity numbers beside ours), :mod:`.page`.
 
 Statistics. ``std`` is the sample standard deviation (ddof = 1) over seeds and ``n`` the

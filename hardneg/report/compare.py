@@ -28,8 +28,8 @@ from .cells import KEY
 NO_BASELINE = "no trained β = 0, τ+ = 0 run with these other settings: no baseline, no verdict"
 NO_FLOOR = "no untrained (random-init) run with these options"
 COLUMNS = KEY + ["method", "beta", "tau_plus", "headline", "variant_mean", "variant_sd", "baseline_mean",
-                 "test", "n", "n_baseline", "gain", "gain_sd", "ci_low", "ci_high", "p_value", "mde", "p_adj",
-                 "note"]
+                 "test", "n", "n_baseline", "gain", "gain_sd", "se", "df", "ci_low", "ci_high", "p_value", "mde",
+                 "p_adj", "note"]
 
 
 def _per_seed(g) -> tuple[dict, dict]:
@@ -109,7 +109,8 @@ def _row(k, method, beta, tau, headline, v, c: stats.Comparison | None, base_mea
     return {**dict(zip(KEY, k)), "method": method, "beta": beta, "tau_plus": tau, "headline": headline,
             "variant_mean": mean, "variant_sd": sd, "baseline_mean": base_mean,
             "test": c.test if c else "", "n": c.n if c else len(vals), "n_baseline": c.n_baseline if c else 0,
-            "gain": c.gain if c else nan, "gain_sd": c.sd if c else nan, "ci_low": c.ci_low if c else nan,
+            "gain": c.gain if c else nan, "gain_sd": c.sd if c else nan, "se": c.se if c else nan,
+            "df": c.df if c else nan, "ci_low": c.ci_low if c else nan,
             "ci_high": c.ci_high if c else nan, "p_value": c.p if c else nan, "mde": c.mde if c else nan,
             "p_adj": nan, "note": note}
 

@@ -207,7 +207,8 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
         L.append(_md_table(["run", "modality", "dataset", "method", "seed", "error"], rows))
     L.append("## Files")
     L.append("")
-    L.append("Tables: `tables/summary.{md,csv,tex}`, `tables/gains.{md,csv,tex}`, `tables/floors.{md,csv}` (each "
+    L.append("Tables: `tables/summary.{md,csv,tex}`, `tables/gains.{md,csv,tex}`, `tables/overall.{md,csv}` (each "
+             "variant's mean gain across data sets), `tables/floors.{md,csv}` (each "
              "trained cell minus its untrained floor), `tables/runs.csv` (one row per "
              "run and metric, as `hardneg.results.load` returns it).")
     L.append("")

@@ -9,6 +9,9 @@ both have; ``se = sd(d) / sqrt(n)`` with the sample sd (ddof = 1), ``df = n - 1`
 Welch (unpaired): ``se = sqrt(s_v^2 / n_v + s_b^2 / n_b)``, df by Welch-Satterthwaite
 ``se^4 / ((s_v^2/n_v)^2 / (n_v-1) + (s_b^2/n_b)^2 / (n_b-1))``.
 
+Across data sets (:func:`mean_of_gains`): the unweighted mean of K per-data-set gains,
+``se = sqrt(sum se_k^2) / K``, df by Welch-Satterthwaite over the K parts.
+
 Either way ``t = gain / se``, ``p = 2 * (1 - F_t(|t|; df))``, the CI is
 ``gain +- t_{0.975, df} * se`` and the minimum detectable effect at 80% power is
 ``MDE = (t_{1-alpha/2, df} + t_{power, df}) * se``: the normal-approximation power formula
@@ -38,13 +41,14 @@ ADJUSTMENTS = ("holm", "bh")
 
 @dataclass(frozen=True)
 class Comparison:
-    """One variant against its baseline. ``test`` is 'paired', 'welch' or '' (no test, see ``reason``)."""
+    """One variant against its baseline. ``test`` is 'paired', 'welch', 'mean' (over data sets,
+    :func:`mean_of_gains`) or '' (no test, see ``reason``)."""
 
     test: str
     n: int                  # pairs (paired) or variant seeds (welch)
     n_baseline: int         # pairs (paired) or baseline seeds (welch)
     gain: float
-    sd: float               # sd of the differences (paired) or of the variant's values (welch)
+    sd: float               # sd of the differences (paired), of the variant's values (welch), of the gains (mean)
     se: float
     df: float
     ci_low: float
@@ -148,6 +152,26 @@ def welch_summary(mean_v: float, sd_v: float, n_v: int, mean_b: float, sd_b: flo
     se = math.sqrt(a + c)
     df = (a + c) ** 2 / ((a * a / (n_v - 1) if a else 0.0) + (c * c / (n_b - 1) if c else 0.0))
     return _tested("welch", n_v, n_b, mean_v - mean_b, sd_v, se, df, nan)
+
+
+def mean_of_gains(gains: Sequence[float], ses: Sequence[float], dfs: Sequence[float]) -> Comparison:
+    """The unweighted mean of K independent gains (one per data set), each with its standard error
+    and degrees of freedom: ``D = mean(d_k)``, ``se = sqrt(sum se_k^2) / K``, df by
+    Welch-Satterthwaite ``(sum se_k^2)^2 / sum(se_k^4 / df_k)``, then t, p, CI and MDE as above.
+    It asks whether the variant helps on average over these K data sets (each weighted equally,
+    so the least noisy data set does not decide alone); ``n`` is K."""
+    k = len(gains)
+    if not (k == len(ses) == len(dfs)):
+        raise ResultsError(f"mean_of_gains needs one gain, se and df per data set, got {k}, {len(ses)}, {len(dfs)}")
+    rows = [(float(d), float(s), float(f)) for d, s, f in zip(gains, ses, dfs)]
+    if any(not (math.isfinite(d) and math.isfinite(s) and s > 0 and math.isfinite(f) and f > 0) for d, s, f in rows):
+        raise ResultsError(f"mean_of_gains needs finite gains and positive finite se and df, got {rows}")
+    if k < 2:
+        return _untested(k, k, rows[0][0] if rows else math.nan, math.nan, "fewer than two data sets", 0)
+    var = sum(s * s for _, s, _ in rows)
+    se = math.sqrt(var) / k
+    df = var * var / sum(s ** 4 / f for _, s, f in rows)
+    return _tested("mean", k, k, _mean([d for d, _, _ in rows]), _sd([d for d, _, _ in rows]), se, df, 0)
 
 
 def holm(p: Sequence[float]) -> list[float]:

@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import results as store
-from . import stats
+from . import overall, stats
 from .cells import _seed_stats, summary_table
 from .compare import floors_table, gains_table
 from .fmt import _g, _md_table, _mean_text, _num, _pval, _tex_table
@@ -113,15 +113,20 @@ def _write_csv(df, path: Path) -> None:
 
 
 def write_tables(df, out: Path, adjust: str = "holm") -> dict[str, Any]:
-    """Write summary, gains and floors tables as Markdown, CSV and LaTeX and the tidy runs.csv;
-    return the frames (``adjust``: the p adjustment of the gains, see :func:`gains_table`)."""
+    """Write summary, gains and floors tables as Markdown, CSV and LaTeX, the across-data-sets
+    table (:mod:`.overall`) as Markdown and CSV, and the tidy runs.csv; return the frames (``adjust``: the p adjustment of the gains, see :func:`gains_table`)."""
     tdir = out / "tables"
     tdir.mkdir(parents=True, exist_ok=True)
     summ = summary_table(df)
     gains = gains_table(df, adjust)
     floors = floors_table(df)
+    across = overall.overall_table(gains, adjust)
     _write_csv(summ.drop(columns=["trained"]), tdir / "summary.csv")
     _write_csv(gains, tdir / "gains.csv")
+    _write_csv(across, tdir / "overall.csv")
+    store.atomic_write_text(tdir / "overall.md", _md_table(
+        ["modality"] + overall.HEADER, [[m] + row for m, row in zip(across["modality"], overall.table_rows(across))],
+        ["l"] + overall.ALIGN))
     _write_csv(floors.drop(columns=["p_adj"]), tdir / "floors.csv")
     runs = df.drop(columns=["trained", "base_setting", "modality_setting"], errors="ignore").copy()
     _write_csv(runs, tdir / "runs.csv")
@@ -138,7 +143,7 @@ def write_tables(df, out: Path, adjust: str = "holm") -> dict[str, Any]:
         "Gain over the beta=0, tau+=0 baseline of the same settings with its t-based 95% CI; test: paired by "
         "seed where both runs share processor kind and clean commit, else Welch; p two-sided; p adj: "
         f"{stats.ADJUSTMENT_NAMES[adjust]} across the report's headline comparisons; MDE at 80% power."))
-    return {"summary": summ, "gains": gains, "floors": floors, "adjust": adjust}
+    return {"summary": summ, "gains": gains, "floors": floors, "overall": across, "adjust": adjust}
 
 
 HARDNESS_HEADER = ["dataset", "setting", "method", "β", "τ+", "n", "ESS", "floor rate", "class prior",

@@ -1,5 +1,5 @@
-"""The Verdict section, the first screen of every report: per modality and data set, each
-variant's gain over its baseline with its 95% CI, the test, raw and adjusted p, n and the MDE,
+"""The Verdict section, the first screen of every report: per modality, first each variant's
+mean gain across data sets (:mod:`.overall`), then per data set each variant's gain over its baseline with its 95% CI, the test, raw and adjusted p, n and the MDE,
 what pretraining added over the untrained floor, the achieved hardness, and sentences written
 from those numbers (what survives adjustment, what the nulls rule out, floors that beat training,
 cells where the floor binds)."""
@@ -10,7 +10,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from . import published, selection, stats
+from . import overall, published, selection, stats
 from .cells import KEY
 from .fmt import _g, _md_table, _num, _pval, _range
 from .tables import TEST_NAMES, _ci, _n_text
@@ -214,6 +214,8 @@ def render(df, tables: Mapping[str, Any], records: Sequence[Mapping[str, Any]]) 
     L.append("")
     data_notes = published.data_notes(records)
     for mod in sorted(set(floors["modality"]) | set(gains["modality"])):
+        if "overall" in tables:
+            L += overall.render(tables["overall"], adjust, mod)
         for ds in sorted(set(floors[floors["modality"] == mod]["dataset"])):
             rows = _rows_of(df, gains, floors, mod, ds)
             if not rows:
