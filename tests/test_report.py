@@ -456,6 +456,32 @@ def test_learning_curves_put_every_cell_on_samples_seen(tmp_path):
     assert not (tmp_path / "out1" / "figures" / "learning_graph-MUTAG.png").exists()
 
 
+def test_curve_table_gives_each_cells_mean_curve_by_epoch_ending_at_the_last_epoch_metric(tmp_path):
+    """Per trained cell, the mean over seeds of the evaluation at each 1-based epoch, the last
+    column the last-epoch metric, the baseline first; untrained runs have no row; more evaluated
+    epochs than CURVE_COLUMNS are thinned evenly, keeping the first and the last."""
+    folder = tmp_path / "res"
+    for seed in range(2):
+        for beta, tau, rid in ((1.0, 0.1, "b"), (0.0, 0.0, "a")):
+            r = rec(f"{rid}{seed}", beta, tau, seed, 90.0 + seed + beta)
+            r["curves"][0]["eval_svc_acc"] = 70.0 + seed + 2 * beta
+            results.write_record(folder, r)
+        results.write_record(folder, rec(f"f{seed}", 0.0, 0.0, seed, 60.0, epochs=0))
+    df = report.load_frame(folder)
+    records = results.load_records(folder)
+    epochs = records[0]["spec"]["train"]["epochs"]
+    header, rows = report.tables.curve_table(records, dict(zip(df["run_id"], df["setting"])), "graph", "MUTAG",
+                                             "svc_acc")
+    assert header == ["method", "β", "τ+", "n", "epoch 1", f"epoch {epochs}"]
+    assert [row[1:] for row in rows] == [["0", "0", "2", "70.50", "90.50"], ["1", "0.1", "2", "72.50", "91.50"]]
+    long = rec("L0", 0.0, 0.0, 0, 50.0, epochs=25)
+    long["curves"] = [{"epoch": e, "eval_svc_acc": float(e)} for e in range(25)]
+    header, rows = report.tables.curve_table([long], {}, "graph", "MUTAG", "svc_acc")
+    cols = [int(h.removeprefix("epoch ")) for h in header[4:]]
+    assert len(cols) == report.tables.CURVE_COLUMNS and cols[0] == 1 and cols[-1] == 25
+    assert cols == sorted(set(cols)) and rows[0][-1] == "50.00" and rows[0][4] == "0.00"
+
+
 def test_parity_rows_test_our_baseline_against_the_targets_summary(tmp_path):
     """Our raw-score JSD baseline on PTC_MR against the authors' code's 58.00 ± 2.19 (10): Welch t
     from summary statistics equals scipy's; cosine-score and hard cells are not parity rows."""

@@ -2,7 +2,7 @@
 
 :func:`write_report` reads every record of a results folder and writes::
 
-    OUT/report.md                    the page: Verdict first, provenance, protocol, tables, figures
+    OUT/report.md                    the page: Verdict first, provenance, protocol, curves, tables, figures
     OUT/tables/summary.{md,csv,tex}  mean +- std and n over seeds, per setting
     OUT/tables/gains.{md,csv,tex}    each variant minus its beta=0, tau+=0 baseline: CI, test, p, p adj, MDE
     OUT/tables/overall.{md,csv}      each variant's mean gain across the data sets it ran on, tested

@@ -1,4 +1,5 @@
-"""The frame a report is computed from: setting strings, per-cell summaries, gains over baselines."""
+"""The frame a report is computed from: setting strings, per-cell summaries, gains over baselines,
+and the per-epoch curves of a record."""
 
 from __future__ import annotations
 
@@ -17,6 +18,22 @@ KEY = ["modality", "dataset", "metric", "split", "setting"]
 #: beta and tau+, and both JSD conventions are plain JSD there): settings that differ only in
 #: these share one baseline run
 INERT_AT_BASELINE = ("jsd_convention", "hardness", "floor")
+
+
+def _curves(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
+    """Per-epoch entries from a record: list-of-dicts, or dict-of-lists."""
+    c = rec.get("curves") or []
+    if isinstance(c, Mapping):
+        keys = sorted(c)
+        length = max((len(c[k]) for k in keys if isinstance(c[k], list)), default=0)
+        return [{k: c[k][i] for k in keys if isinstance(c[k], list) and i < len(c[k])} | {"epoch": i}
+                for i in range(length)]
+    return [e for e in c if isinstance(e, Mapping)]
+
+
+def _is_eval_curve(key: str) -> bool:
+    """Downstream metrics evaluated during training (train.eval_every), not their std or timing."""
+    return key.startswith("eval_") and not key.endswith("_std") and key != "eval_seconds"
 
 
 def _training_only(modality: str) -> frozenset[str]:

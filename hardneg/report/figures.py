@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
+from .cells import _curves, _is_eval_curve
 from .fmt import _g, _slug
 
 
@@ -39,22 +40,6 @@ def _finish(fig, axes, used: int, title: str, path: Path) -> None:
 def _grid_shape(n: int) -> tuple[int, int]:
     cols = min(3, n)
     return (n + cols - 1) // cols, cols
-
-
-def _curves(rec: Mapping[str, Any]) -> list[dict[str, Any]]:
-    """Per-epoch entries from a record: list-of-dicts, or dict-of-lists."""
-    c = rec.get("curves") or []
-    if isinstance(c, Mapping):
-        keys = sorted(c)
-        length = max((len(c[k]) for k in keys if isinstance(c[k], list)), default=0)
-        return [{k: c[k][i] for k in keys if isinstance(c[k], list) and i < len(c[k])} | {"epoch": i}
-                for i in range(length)]
-    return [e for e in c if isinstance(e, Mapping)]
-
-
-def _is_eval_curve(key: str) -> bool:
-    """Downstream metrics evaluated during training (train.eval_every), not their std or timing."""
-    return key.startswith("eval_") and not key.endswith("_std") and key != "eval_seconds"
 
 
 def _options(setting: str) -> set[str]:

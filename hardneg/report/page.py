@@ -10,11 +10,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from .. import atomic
+from .. import atomic, record
 from .. import results as store
 from ..results import ResultsError
 from . import stats, verdict
-from .cells import _prepare
+from .cells import _curves, _is_eval_curve, _prepare
 from .figures import plot_all
 from .fmt import _md_table
 from .tables import (
@@ -25,6 +25,7 @@ from .tables import (
     _gain_rows,
     _summary_rows,
     _wide_table,
+    curve_table,
     dataset_table,
     hardness_table,
     write_tables,
@@ -73,6 +74,32 @@ def _fixed_settings(recs: Sequence[Mapping[str, Any]], section: str) -> list[tup
     return out
 
 
+def _curve_section(df, recs: Sequence[Mapping[str, Any]], mod: str, dsets: Sequence[str]) -> list[str]:
+    """Per data set and evaluated metric (headline metrics first), the curve of every trained cell
+    during training (``train.eval_every``), as numbers beside the learning figure."""
+    setting_of = dict(zip(df["run_id"], df["setting"]))
+    heads = set(df[(df["modality"] == mod) & df["headline"].astype(bool)]["metric"])
+    L: list[str] = []
+    for ds in dsets:
+        here = [r for r in recs if r["spec"]["dataset"] == ds]
+        metrics = sorted({k.removeprefix("eval_") for r in here for e in _curves(r) for k in e if _is_eval_curve(k)},
+                         key=lambda m: (m not in heads, m))
+        for metric in metrics:
+            header, rows = curve_table(here, setting_of, mod, ds, metric)
+            if not rows:
+                continue
+            if not L:
+                L += ["### Curves during training (mean over seeds)", "",
+                      "Each trained cell's metric evaluated every `train.eval_every` epochs under the protocol "
+                      "above, the last column being the last-epoch number the verdict uses: a curve still "
+                      "rising there means training had not converged.", ""]
+            L.append(f"**{ds}, `{metric}`**")
+            L.append("")
+            n_at = header.index("n")
+            L.append(_md_table(header, rows, ["l"] * n_at + ["r"] * (len(header) - n_at)))
+    return L
+
+
 def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures: Sequence[Mapping[str, str]],
                 records: Sequence[Mapping[str, Any]]) -> str:
     """The Markdown report page (no generation timestamp: the page depends on the records only)."""
@@ -95,7 +122,7 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
             for c in _unique(records, lambda r: r.get("git_commit"))) or "unknown"),
         ("hardneg / torch", ", ".join(_unique(records, lambda r: r["versions"].get("hardneg"))) + " / "
          + ", ".join(_unique(records, lambda r: r["versions"].get("torch")))),
-        ("total run time", (f"{sum(float(r.get('wall_time_s') or 0) for r in records) / 60:.1f} min "
+        ("total run time", (f"{sum(record.run_wall_s(r) or 0.0 for r in records) / 60:.1f} min "
                            "(sum over runs)")),
     ]
     L.append(_md_table(["", ""], [[a, b] for a, b in prov]))
@@ -149,6 +176,7 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
                      "weight mass on same-class negatives.")
             L.append("")
             L.append(_md_table(HARDNESS_HEADER, hard, ["l"] * 5 + ["r"] * 5))
+        L += _curve_section(df, recs, mod, dsets)
         s = summ[summ["modality"] == mod]
         for metric, split in sorted(set(zip(s["metric"], s["split"]))):
             if s[(s["metric"] == metric) & (s["split"] == split)]["dataset"].nunique() < 2:

@@ -9,6 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from .cells import _curves
 from .fmt import _g, _md_table, _num, _range
 
 _CELL = ["setting", "method", "beta", "tau_plus"]
@@ -20,8 +21,6 @@ TABLE_ALIGN = ["l", "l", "l", "l", "r", "r", "r", "r", "r", "r", "r"]
 def _best_epoch(r: Mapping[str, Any], base: str) -> tuple[int, int] | None:
     """(best epoch, epochs), 1-based, of a record whose curves carry ``eval_<base>``; ties go to the
     earliest epoch, and the last epoch's evaluation is the last-epoch metric itself."""
-    from .figures import _curves
-
     sp = r.get("spec") or {}
     pts = [(float(e[f"eval_{base}"]), int(e.get("epoch", 0))) for e in _curves(r)
            if isinstance(e.get(f"eval_{base}"), (int, float)) and math.isfinite(e[f"eval_{base}"])]

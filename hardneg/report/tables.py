@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import results as store
 from . import overall, stats
-from .cells import _seed_stats, summary_table
+from .cells import _curves, _seed_stats, summary_table
 from .compare import floors_table, gains_table
 from .fmt import _g, _md_table, _mean_text, _num, _pval, _tex_table
 
@@ -168,3 +168,50 @@ def hardness_table(df, modality: str) -> list[list[str]]:
             vals.append(_num(sum(x) / len(x)) if x else "")
         rows.append([ds, setting, method, _g(beta), _g(tau), str(len(g))] + vals)
     return rows
+
+
+#: the most evaluated epochs a curve table shows (evenly thinned, the first and the last kept)
+CURVE_COLUMNS = 10
+
+
+def curve_table(records, setting_of, modality: str, dataset: str, metric: str) -> tuple[list[str], list[list[str]]]:
+    """The curve of every trained cell of one data set on one metric during training: per cell
+    (setting, method, beta, tau+) the mean over seeds of ``eval_<metric>`` at each evaluated epoch
+    (1-based), the last epoch's column being the last-epoch ``metric`` itself. Whether a curve
+    still rises at the end says whether training converged. At most :data:`CURVE_COLUMNS`
+    epochs; ([], []) when no cell has one."""
+    key = f"eval_{metric}"
+    cells: dict[tuple, dict[int, list[float]]] = {}
+    for r in records:
+        sp = r.get("spec") or {}
+        if r.get("status") != "ok" or sp.get("modality") != modality or sp.get("dataset") != dataset:
+            continue
+        pts = {int(e.get("epoch", 0)) + 1: float(e[key]) for e in _curves(r)
+               if isinstance(e.get(key), (int, float)) and math.isfinite(e[key])}
+        epochs = int((sp.get("train") or {}).get("epochs") or 0)
+        final = [float(m["value"]) for m in r.get("metrics") or [] if m.get("metric") == metric
+                 and m.get("selection") == "last-epoch" and isinstance(m.get("value"), (int, float))
+                 and math.isfinite(m["value"])]
+        if not pts:
+            continue
+        if final and epochs:
+            pts[epochs] = final[0]
+        loss = sp.get("loss") or {}
+        cell = (setting_of.get(r.get("run_id"), ""), str(r.get("method", "")), float(loss.get("beta", 0)),
+                float(loss.get("tau_plus", 0)))
+        for ep, v in pts.items():
+            cells.setdefault(cell, {}).setdefault(ep, []).append(v)
+    if not cells:
+        return [], []
+    epochs = sorted({ep for c in cells.values() for ep in c})
+    if len(epochs) > CURVE_COLUMNS:
+        step = (len(epochs) - 1) / (CURVE_COLUMNS - 1)
+        epochs = [epochs[round(i * step)] for i in range(CURVE_COLUMNS)]
+    show_setting = any(k[0] for k in cells)
+    header = (["setting"] if show_setting else []) + ["method", "β", "τ+", "n"] + [f"epoch {e}" for e in epochs]
+    rows = []
+    for k in sorted(cells, key=lambda k: (k[0], (k[2], k[3]) != (0.0, 0.0), k[2], k[3], k[1])):
+        c = cells[k]
+        rows.append(([k[0]] if show_setting else []) + [k[1], _g(k[2]), _g(k[3]), str(max(len(v) for v in c.values()))]
+                    + [_num(sum(c[e]) / len(c[e])) if e in c else "" for e in epochs])
+    return header, rows
