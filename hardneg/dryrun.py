@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 from typing import Callable
 
+from . import record
 from .config import Suite
 from .estimate import EtaModel, calibrate as calibrate_job, calibration_key, cpu_seconds, fmt_s, option_defaults
 from .runner import changed_lines, inspect_folder, plan
@@ -78,8 +79,8 @@ def dry_run(suite: Suite, folder: Path, *, data_root: str | os.PathLike | None =
             over += 1
             line += f"  OVER the per-run budget: {cpu / 60:.3g} CPU-min > {per_run_min:g}"
         out.append(line)
-    done_cpu = sum(cpu_seconds(RunSpec.from_dict(r["spec"]), float(r["wall_time_s"]))
-                   for r in state.done.values() if r and isinstance(r.get("wall_time_s"), (int, float)))
+    done_cpu = sum(cpu_seconds(RunSpec.from_dict(r["spec"]), record.run_wall_s(r))
+                   for r in state.done.values() if r and record.run_wall_s(r) is not None)
     total = done_cpu + pending_cpu
     summary = (f"total: {_cpu_h(done_cpu)} measured in {len(state.done)} finished run(s) + {_cpu_h(pending_cpu)} "
                f"estimated for {len(todo) - unknown} pending run(s)"

@@ -31,6 +31,7 @@ import time
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Sequence
 
+from . import record
 from .executors import Job
 from .spec import RunSpec
 
@@ -122,7 +123,8 @@ class EtaModel:
 
         ``option_defaults`` (modality -> option -> default) fills options a record predates,
         so that it counts as the same kind as a run of today's suite with those defaults."""
-        if rec.get("status") != "ok" or not isinstance(rec.get("wall_time_s"), (int, float)):
+        wall = record.run_wall_s(rec)
+        if rec.get("status") != "ok" or wall is None:
             return
         try:
             spec = RunSpec.from_dict(rec["spec"])
@@ -132,7 +134,7 @@ class EtaModel:
         if defaults is not None:   # today's options only, those a record predates at their default
             spec = dataclasses.replace(spec, options={**defaults, **{k: v for k, v in spec.options.items()
                                                                      if k in defaults}})
-        self.add(spec, float(rec["wall_time_s"]), rec)
+        self.add(spec, wall, rec)
 
     def add_calibration(self, spec: RunSpec, cal: Calibration) -> None:
         self._calibrated[calibration_key(spec)] = cal

@@ -143,7 +143,8 @@ def train_step(adapter: ModalityAdapter, model: nn.Module, batch: Any, objective
 
 
 def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective: Objective, *,
-          progress: bool = False, checkpoint: Path | None = None) -> dict[str, Any]:
+          progress: bool = False, checkpoint: Path | None = None,
+          clock: tuple[float, float] | None = None) -> dict[str, Any]:
     """Train ``model`` for ``run.spec.train.epochs`` epochs; return curves and timings.
 
     Each curve entry: epoch, loss (mean over the epoch's batches), steps, samples,
@@ -154,6 +155,12 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
     With ``checkpoint`` the model, optimizer, RNG and curves are saved after every epoch
     and a run started again resumes from the last saved epoch, only under the world size,
     processor kind and commit that made the checkpoint (else :class:`CheckpointMismatch`).
+    Each checkpoint also holds the wall and CPU time the run's processes had spent up to it
+    (``clock`` = this process's ``perf_counter()`` and ``process_time()`` when the run began;
+    default: when training began); a resumed run returns them as ``earlier`` (wall_s, cpu_s,
+    resumed_at_epoch, processes, basis), so that its record counts what the killed processes spent
+    up to their last checkpoint (basis 'checkpoint'; 'curves' for a checkpoint of an older
+    hardneg, which held no times: its epochs' own seconds, a lower bound).
     """
     spec = run.spec
     t = spec.train
@@ -169,6 +176,7 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
     optimizer = make_optimizer(adapter.parameters(model), spec)
     curves: list[dict[str, Any]] = []
     start_epoch = 0
+    earlier = {"wall_s": 0.0, "cpu_s": 0.0, "resumed_at_epoch": 0, "processes": 0}
     state = None
     made_on = _made_on(run.device) if checkpoint is not None else None
     if checkpoint is not None and checkpoint.exists() and rank == 0:
@@ -192,15 +200,26 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
         torch.set_rng_state(state["torch_rng"])
         curves = state["curves"]
         start_epoch = state["epoch"] + 1
+        spent = state.get("spent")
+        if spent is None:     # a checkpoint of an older hardneg: its epochs' own seconds, a lower bound
+            secs = sum(float(c.get("seconds", 0.0)) + float(c.get("eval_seconds", 0.0)) for c in curves)
+            spent = {"wall_s": secs, "cpu_s": secs, "processes": 1, "basis": "curves"}
+        earlier = {"wall_s": float(spent["wall_s"]), "cpu_s": float(spent["cpu_s"]), "resumed_at_epoch": start_epoch,
+                   "processes": int(spent["processes"]), "basis": spent.get("basis", "checkpoint")}
         run.log(f"resumed from checkpoint at epoch {start_epoch}")
     with training_numerics(t, run.device):
-        return _train_epochs(adapter, model, run, objective, optimizer, curves, start_epoch,
-                             progress=progress, checkpoint=checkpoint, made_on=made_on)
+        out = _train_epochs(adapter, model, run, objective, optimizer, curves, start_epoch,
+                            progress=progress, checkpoint=checkpoint, made_on=made_on,
+                            clock=clock or (time.perf_counter(), time.process_time()), earlier=earlier)
+    if earlier["processes"]:
+        out["earlier"] = earlier
+    return out
 
 
 def _train_epochs(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective: Objective,
                   optimizer: torch.optim.Optimizer, curves: list[dict[str, Any]], start_epoch: int, *,
-                  progress: bool, checkpoint: Path | None, made_on: Mapping[str, Any] | None) -> dict[str, Any]:
+                  progress: bool, checkpoint: Path | None, made_on: Mapping[str, Any] | None,
+                  clock: tuple[float, float], earlier: Mapping[str, Any]) -> dict[str, Any]:
     spec = run.spec
     t = spec.train
     bar = None
@@ -256,7 +275,10 @@ def _train_epochs(adapter: ModalityAdapter, model: nn.Module, run: RunContext, o
             _save_checkpoint(checkpoint, {"model": model.state_dict(), "optimizer": optimizer.state_dict(),
                                           "generator": run.generator.get_state(),
                                           "torch_rng": torch.get_rng_state(), "curves": curves, "epoch": epoch,
-                                          "world_size": size, "made_on": made_on})
+                                          "world_size": size, "made_on": made_on,
+                                          "spent": {"wall_s": earlier["wall_s"] + time.perf_counter() - clock[0],
+                                                    "cpu_s": earlier["cpu_s"] + time.process_time() - clock[1],
+                                                    "processes": earlier["processes"] + 1}})
     if bar is not None:
         bar.close()
     return {"curves": curves, "train_s": sum(c["seconds"] for c in curves)}
@@ -352,7 +374,7 @@ def run_spec(spec: RunSpec, *, adapter: type[ModalityAdapter] | None = None,
     trivial = [m.to_dict() for m in ad.trivial_baselines(run)]
     prepare_s = time.perf_counter() - t0
     model = ad.build_model(run).to(run.device)
-    trained = train(ad, model, run, objective, progress=progress, checkpoint=checkpoint)
+    trained = train(ad, model, run, objective, progress=progress, checkpoint=checkpoint, clock=(tic, cpu0))
     rank, size = distributed.world()
     if rank != 0:
         return None
@@ -368,15 +390,21 @@ def run_spec(spec: RunSpec, *, adapter: type[ModalityAdapter] | None = None,
     eval_s = time.perf_counter() - t0
     curves = trained["curves"]
     samples = sum(c["samples"] for c in curves)
+    earlier = trained.get("earlier")
+    resumed = ({"resumed_at_epoch": earlier["resumed_at_epoch"], "earlier_wall_s": earlier["wall_s"],
+                "earlier_cpu_s": earlier["cpu_s"], "earlier_basis": earlier["basis"],
+                "processes": earlier["processes"] + 1} if earlier else {})
     return record.Measured(
         method=ad.method_name(spec), adapter=record.adapter_provenance(cls), options=dict(run.options),
         metrics=[m.to_dict() for m in metrics], trivial_baselines=trivial,
         headline_metrics=list(ad.headline_metrics), curves=curves,
-        timing={"wall_s": time.perf_counter() - tic, "cpu_s": time.process_time() - cpu0,
+        timing={"wall_s": time.perf_counter() - tic + resumed.get("earlier_wall_s", 0.0),
+                "cpu_s": time.process_time() - cpu0 + resumed.get("earlier_cpu_s", 0.0),
                 "prepare_s": prepare_s, "train_s": trained["train_s"],
                 "eval_s": eval_s, "epochs": len(curves),
                 "mid_training_eval_s": sum(c.get("eval_seconds", 0.0) for c in curves),
-                "train_samples_per_s": samples / trained["train_s"] if trained["train_s"] > 0 else None},
+                "train_samples_per_s": samples / trained["train_s"] if trained["train_s"] > 0 else None,
+                **resumed},
         memory=record.peak_memory(run.device), device=record.processor_kind(run.device),
         data_checksums=dict(run.data_checksums), counters=dict(run.counters), details=dict(run.details))
 

@@ -68,6 +68,29 @@ def test_checkpoint_resume_equals_uninterrupted(tmp_path):
     assert resumed["metrics"][0]["value"] == pytest.approx(full["metrics"][0]["value"])
 
 
+def test_a_resumed_run_counts_the_time_its_killed_process_spent(tmp_path):
+    """The checkpoint holds the wall and CPU time spent up to it; the resumed run's record adds
+    them to its own (timing and wall_time_s) and says so; a record that predates this, whose
+    epochs' own seconds exceed its wall time, is read at those seconds (a lower bound)."""
+    from hardneg.record import run_wall_s
+
+    ck = tmp_path / "run.ckpt"
+    first = execute(_spec(train=dict(epochs=2)), data_root=tmp_path, log=lambda m: None, checkpoint=ck)
+    spent = torch.load(ck, weights_only=False)["spent"]
+    assert spent["processes"] == 1 and 0 < spent["wall_s"] <= first["wall_time_s"]
+    assert spent["wall_s"] >= sum(c["seconds"] for c in first["curves"])
+    assert "resumed_at_epoch" not in first["timing"]
+    resumed = execute(_spec(train=dict(epochs=4)), data_root=tmp_path, log=lambda m: None, checkpoint=ck)
+    t = resumed["timing"]
+    assert t["resumed_at_epoch"] == 2 and t["processes"] == 2 and t["earlier_basis"] == "checkpoint"
+    assert t["earlier_wall_s"] == pytest.approx(spent["wall_s"]) and t["earlier_cpu_s"] == pytest.approx(spent["cpu_s"])
+    assert t["wall_s"] > t["earlier_wall_s"] and resumed["wall_time_s"] > t["earlier_wall_s"]
+    assert resumed["wall_time_s"] >= sum(c["seconds"] for c in resumed["curves"])
+    assert run_wall_s(resumed) == resumed["wall_time_s"]
+    old = dict(resumed, wall_time_s=0.001, timing={k: v for k, v in t.items() if k != "resumed_at_epoch"})
+    assert run_wall_s(old) >= sum(c["seconds"] for c in resumed["curves"]) > 0.001
+
+
 def test_a_checkpoint_of_another_processor_kind_or_commit_is_refused_and_kept(tmp_path):
     ck = tmp_path / "run.ckpt"
     execute(_spec(train=dict(epochs=2)), data_root=tmp_path, log=lambda m: None, checkpoint=ck)

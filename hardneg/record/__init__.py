@@ -22,9 +22,15 @@ One JSON file per run, ``results/<suite>/<run_id>.json``, written atomically
     timing             dict   wall_s, cpu_s (the process's CPU time: on a shared machine the
                               honest cost, wall_s stretches with the load), prepare_s, train_s,
                               eval_s, epochs, mid_training_eval_s, train_samples_per_s (measured by
-                              the trainer; records before cpu_s have none)
+                              the trainer; records before cpu_s have none); a run resumed from a
+                              checkpoint also has resumed_at_epoch, processes, earlier_wall_s and
+                              earlier_cpu_s (what the killed processes spent up to their last
+                              checkpoint, included in wall_s and cpu_s) and earlier_basis
+                              ('checkpoint', or 'curves': those epochs' own seconds, a lower bound)
     memory             dict   peak_mb, kind ('process_max_rss' | 'cuda_max_allocated')
-    wall_time_s        float  the whole run as the runner timed it (seconds)
+    wall_time_s        float  the whole run as the runner timed it (seconds), the earlier processes
+                              of a resumed run included (:func:`run_wall_s` reads records made
+                              before they were)
     device             str    the processor kind (:func:`processor_kind`): runs are bit-identical
                               on the same kind only
     versions           dict   python and the version of every distribution the process imported
@@ -90,7 +96,7 @@ __all__ = ["SCHEMA_VERSION", "READABLE_SCHEMAS", "RECORD_SUFFIX", "FIELDS", "Res
            "invocation_provenance", "peak_memory", "processor_kind", "utc_now", "versions", "TMP_PREFIX",
            "atomic_write_text", "clean_stale", "dumps_record", "ensure_writable", "explain_oserror", "iter_records",
            "load_records", "probe_writable", "read_record", "record_files", "record_path", "scan", "set_aside",
-           "upgrade", "write_record"]
+           "upgrade", "write_record", "run_wall_s"]
 
 # (after the names above: the submodules import them)
 from .provenance import (CORE_PACKAGES, adapter_provenance, git_info, invocation_provenance,  # noqa: E402
@@ -142,7 +148,7 @@ def build(spec: RunSpec, outcome: Measured | BaseException, *, started_at: str, 
         "diagnostics": {k[5:]: v for k, v in (curves[-1] if curves else {}).items() if k.startswith("diag_")},
         "counters": m.counters if m else {}, "details": m.details if m else {},
         "timing": m.timing if m else {}, "memory": m.memory if m else {},
-        "wall_time_s": round(wall_time_s, 3),
+        "wall_time_s": round(wall_time_s + float((m.timing if m else {}).get("earlier_wall_s") or 0.0), 3),
         "device": m.device if m else None,
         "versions": versions(),
         "adapter": dict(m.adapter if m else (adapter or {"name": spec.modality, "class": None,
@@ -159,4 +165,20 @@ def build(spec: RunSpec, outcome: Measured | BaseException, *, started_at: str, 
                         "traceback": "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))}
     return rec
 
+
+def run_wall_s(rec: Mapping[str, Any]) -> float | None:
+    """The wall time a finished run cost, all its processes together: ``wall_time_s``, except in a
+    record of a resumed run made before records counted the killed processes (no
+    ``timing.resumed_at_epoch``, yet its epochs' and evaluations' own seconds exceed it): then
+    those seconds plus its preparation, a lower bound. None without a wall time."""
+    wall = rec.get("wall_time_s")
+    if not isinstance(wall, (int, float)):
+        return None
+    timing = rec.get("timing") or {}
+    if "resumed_at_epoch" in timing:
+        return float(wall)
+    parts = [c.get(k) for c in rec.get("curves") or [] for k in ("seconds", "eval_seconds")]
+    parts += [timing.get("prepare_s"), timing.get("eval_s")]
+    own = sum(float(x) for x in parts if isinstance(x, (int, float)))
+    return max(float(wall), own)
 
