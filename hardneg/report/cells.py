@@ -36,6 +36,21 @@ def _is_eval_curve(key: str) -> bool:
     return key.startswith("eval_") and not key.endswith("_std") and key != "eval_seconds"
 
 
+def _eval_points(rec: Mapping[str, Any], metric: str) -> dict[int, float]:
+    """{0-based epoch: value} of a record's finite ``eval_<metric>`` curve entries and, when there
+    is one, its last-epoch ``metric`` at the last epoch (the evaluation after training)."""
+    key = f"eval_{metric}"
+    pts = {int(e.get("epoch", 0)): float(e[key]) for e in _curves(rec)
+           if isinstance(e.get(key), (int, float)) and not isinstance(e[key], bool) and math.isfinite(e[key])}
+    final = [float(m["value"]) for m in rec.get("metrics") or [] if m.get("metric") == metric
+             and m.get("selection") == "last-epoch" and isinstance(m.get("value"), (int, float))
+             and math.isfinite(m["value"])]
+    epochs = int(((rec.get("spec") or {}).get("train") or {}).get("epochs") or 0)
+    if pts and final and epochs:
+        pts[epochs - 1] = final[0]
+    return pts
+
+
 def _training_only(modality: str) -> frozenset[str]:
     """The ``opt.NAME`` columns of the options the registered adapter declares ``training_only``
     (nothing when the modality is not installed here)."""

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any
 
 from .. import atomic
-from .cells import _curves, _is_eval_curve
+from .cells import _curves, _eval_points, _is_eval_curve
 from .fmt import _g, _slug
 
 
@@ -92,24 +92,17 @@ def learning_series(records: Sequence[Mapping[str, Any]], setting_of: Mapping[st
     the last point being the record's last-epoch ``metric``.
     Samples are the cumulative sum of the curves' per-epoch ``samples`` (the epoch number where a
     record has none); a label is the cell's setting string and its beta and tau+."""
-    key = f"eval_{metric}"
     cells: dict[str, dict[int, list[float]]] = {}
     for r in records:
         sp = r.get("spec") or {}
         if r.get("status") != "ok" or sp.get("modality") != mod or sp.get("dataset") != ds:
             continue
-        seen, pts = 0, {}
+        seen, at = 0, {}
         for e in _curves(r):
             n = e.get("samples")
             seen += int(n) if isinstance(n, (int, float)) and not isinstance(n, bool) else 1
-            v = e.get(key)
-            if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
-                pts[seen] = float(v)
-        final = [m["value"] for m in r.get("metrics") or [] if m.get("metric") == metric
-                 and m.get("selection") == "last-epoch" and isinstance(m.get("value"), (int, float))
-                 and math.isfinite(m["value"])]
-        if pts and final:                       # the evaluation after the last epoch
-            pts[seen] = float(final[0])
+            at[int(e.get("epoch", 0))] = seen
+        pts = {at.get(ep, seen): v for ep, v in _eval_points(r, metric).items()}
         if not pts:
             continue
         loss = sp.get("loss") or {}

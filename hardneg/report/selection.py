@@ -9,7 +9,7 @@ import math
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from .cells import _curves
+from .cells import _eval_points
 from .fmt import _g, _md_table, _num, _range
 
 _CELL = ["setting", "method", "beta", "tau_plus"]
@@ -21,14 +21,8 @@ TABLE_ALIGN = ["l", "l", "l", "l", "r", "r", "r", "r", "r", "r", "r"]
 def _best_epoch(r: Mapping[str, Any], base: str) -> tuple[int, int] | None:
     """(best epoch, epochs), 1-based, of a record whose curves carry ``eval_<base>``; ties go to the
     earliest epoch, and the last epoch's evaluation is the last-epoch metric itself."""
-    sp = r.get("spec") or {}
-    pts = [(float(e[f"eval_{base}"]), int(e.get("epoch", 0))) for e in _curves(r)
-           if isinstance(e.get(f"eval_{base}"), (int, float)) and math.isfinite(e[f"eval_{base}"])]
-    epochs = int((sp.get("train") or {}).get("epochs") or 0)
-    final = [float(m["value"]) for m in r.get("metrics") or [] if m.get("metric") == base
-             and isinstance(m.get("value"), (int, float)) and math.isfinite(m["value"])]
-    if pts and final and epochs and all(e != epochs - 1 for _, e in pts):
-        pts.append((final[0], epochs - 1))
+    epochs = int(((r.get("spec") or {}).get("train") or {}).get("epochs") or 0)
+    pts = [(v, e) for e, v in _eval_points(r, base).items()]
     if not pts:
         return None
     best = max(pts, key=lambda p: (p[0], -p[1]))

@@ -9,7 +9,7 @@ from typing import Any
 
 from .. import results as store
 from . import overall, stats
-from .cells import _curves, _seed_stats, summary_table
+from .cells import _eval_points, _seed_stats, summary_table
 from .compare import floors_table, gains_table
 from .fmt import _g, _md_table, _mean_text, _num, _pval, _tex_table
 
@@ -180,22 +180,12 @@ def curve_table(records, setting_of, modality: str, dataset: str, metric: str) -
     (1-based), the last epoch's column being the last-epoch ``metric`` itself. Whether a curve
     still rises at the end says whether training converged. At most :data:`CURVE_COLUMNS`
     epochs; ([], []) when no cell has one."""
-    key = f"eval_{metric}"
     cells: dict[tuple, dict[int, list[float]]] = {}
     for r in records:
         sp = r.get("spec") or {}
         if r.get("status") != "ok" or sp.get("modality") != modality or sp.get("dataset") != dataset:
             continue
-        pts = {int(e.get("epoch", 0)) + 1: float(e[key]) for e in _curves(r)
-               if isinstance(e.get(key), (int, float)) and math.isfinite(e[key])}
-        epochs = int((sp.get("train") or {}).get("epochs") or 0)
-        final = [float(m["value"]) for m in r.get("metrics") or [] if m.get("metric") == metric
-                 and m.get("selection") == "last-epoch" and isinstance(m.get("value"), (int, float))
-                 and math.isfinite(m["value"])]
-        if not pts:
-            continue
-        if final and epochs:
-            pts[epochs] = final[0]
+        pts = {ep + 1: v for ep, v in _eval_points(r, metric).items()}
         loss = sp.get("loss") or {}
         cell = (setting_of.get(r.get("run_id"), ""), str(r.get("method", "")), float(loss.get("beta", 0)),
                 float(loss.get("tau_plus", 0)))
