@@ -69,8 +69,6 @@ from modalities.image.augment import AugmentSpec, BatchedViewLoader, CpuViewLoad
 from modalities.image.models import SimCLRModel, build_encoder
 
 CIFAR10_TRAIN = 50_000
-AUTHORS_STEPS_PER_S = 12.4   # the authors' code, ResNet-50, B = 256, one H200
-TARGET_STEPS_PER_S = 31.0
 TABLE_SETTINGS = (("resnet10", 0.125), ("resnet18", 0.125), ("resnet10", 0.25), ("resnet18", 0.25))
 PATHS = {
     "authors": dict(label="authors: fp32, two passes, per-image CPU views", loader="cpu", amp=False, cl=False,

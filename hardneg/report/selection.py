@@ -62,11 +62,6 @@ def _cells(df, records: Sequence[Mapping[str, Any]]) -> list[tuple[tuple, list, 
     return out
 
 
-def observations(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """One sentence per data set and best-epoch metric: how far above the last epoch, and when."""
-    return _sentences(_cells(df, records))
-
-
 def _sentences(cells) -> list[str]:
     grouped: dict[tuple, tuple[list, list]] = {}
     for key, pairs, be in cells:
@@ -85,12 +80,6 @@ def _sentences(cells) -> list[str]:
         L.append(s + ". A number chosen on the test data is optimistic: compare it with published numbers "
                  "selected the same way, never read it as an estimate of generalisation.")
     return L
-
-
-def cell_rows(df, records: Sequence[Mapping[str, Any]]) -> list[list[str]]:
-    """Per data set, best-epoch metric and cell: n, mean last epoch, mean best epoch, the per-run
-    difference (median, min to max) and the chosen epoch (median, min to max)."""
-    return _rows(_cells(df, records))
 
 
 def _rows(cells) -> list[list[str]]:
