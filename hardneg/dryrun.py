@@ -79,8 +79,8 @@ def dry_run(suite: Suite, folder: Path, *, data_root: str | os.PathLike | None =
             over += 1
             line += f"  OVER the per-run budget: {cpu / 60:.3g} CPU-min > {per_run_min:g}"
         out.append(line)
-    done_cpu = sum(cpu_seconds(RunSpec.from_dict(r["spec"]), record.run_wall_s(r))
-                   for r in state.done.values() if r and record.run_wall_s(r) is not None)
+    done_cpu = sum(cpu_seconds(RunSpec.from_dict(r["spec"]), wall)
+                   for r in state.done.values() if r and (wall := record.run_wall_s(r)) is not None)
     total = done_cpu + pending_cpu
     summary = (f"total: {_cpu_h(done_cpu)} measured in {len(state.done)} finished run(s) + {_cpu_h(pending_cpu)} "
                f"estimated for {len(todo) - unknown} pending run(s)"

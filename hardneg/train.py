@@ -202,7 +202,7 @@ def train(adapter: ModalityAdapter, model: nn.Module, run: RunContext, objective
         start_epoch = state["epoch"] + 1
         spent = state.get("spent")
         if spent is None:     # a checkpoint of an older hardneg: its epochs' own seconds, a lower bound
-            secs = sum(float(c.get("seconds", 0.0)) + float(c.get("eval_seconds", 0.0)) for c in curves)
+            secs = record.curves_seconds(curves)
             spent = {"wall_s": secs, "cpu_s": secs, "processes": 1, "basis": "curves"}
         earlier = {"wall_s": float(spent["wall_s"]), "cpu_s": float(spent["cpu_s"]), "resumed_at_epoch": start_epoch,
                    "processes": int(spent["processes"]), "basis": spent.get("basis", "checkpoint")}

@@ -57,7 +57,7 @@ from __future__ import annotations
 import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from ..errors import HardnegError
 from ..spec import RunSpec
@@ -96,7 +96,7 @@ __all__ = ["SCHEMA_VERSION", "READABLE_SCHEMAS", "RECORD_SUFFIX", "FIELDS", "Res
            "invocation_provenance", "peak_memory", "processor_kind", "utc_now", "versions", "TMP_PREFIX",
            "atomic_write_text", "clean_stale", "dumps_record", "ensure_writable", "explain_oserror", "iter_records",
            "load_records", "probe_writable", "read_record", "record_files", "record_path", "scan", "set_aside",
-           "upgrade", "write_record", "run_wall_s"]
+           "upgrade", "write_record", "run_wall_s", "curves_seconds"]
 
 # (after the names above: the submodules import them)
 from .provenance import (CORE_PACKAGES, adapter_provenance, git_info, invocation_provenance,  # noqa: E402
@@ -177,8 +177,13 @@ def run_wall_s(rec: Mapping[str, Any]) -> float | None:
     timing = rec.get("timing") or {}
     if "resumed_at_epoch" in timing:
         return float(wall)
-    parts = [c.get(k) for c in rec.get("curves") or [] for k in ("seconds", "eval_seconds")]
-    parts += [timing.get("prepare_s"), timing.get("eval_s")]
-    own = sum(float(x) for x in parts if isinstance(x, (int, float)))
+    own = curves_seconds(rec.get("curves") or []) + sum(
+        float(x) for x in (timing.get("prepare_s"), timing.get("eval_s")) if isinstance(x, (int, float)))
     return max(float(wall), own)
+
+
+def curves_seconds(curves: Sequence[Mapping[str, Any]]) -> float:
+    """The seconds a run's epochs took by their own clocks: each epoch's training and evaluation."""
+    return sum(float(x) for c in curves for x in (c.get("seconds"), c.get("eval_seconds"))
+               if isinstance(x, (int, float)))
 
