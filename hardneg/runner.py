@@ -220,6 +220,7 @@ class SuiteSummary:
     failures: list[tuple[str, str, str]] = field(default_factory=list)   # (run_id, label, error)
     removed_tmp: int = 0
     foreign_records: int = 0     # records in the folder that this suite no longer expands to
+    selection: str = ""          # how the command narrowed the suite file (--only / --set), for the notes
     rerun_changed: int = 0
     unchecked: int = 0
     unreadable: list[str] = field(default_factory=list)
@@ -240,8 +241,10 @@ class SuiteSummary:
         for msg in self.unreadable:
             out.append(f"skipped: {msg}")
         if self.foreign_records:
-            out.append(f"note: {self.foreign_records} record(s) in the folder are not part of this suite "
-                       "as configured now; the report includes them")
+            where = (f"outside this command's selection ({self.selection}): other seeds, data sets or settings "
+                     "of the suite file, or runs it no longer holds" if self.selection
+                     else "not part of this suite as configured now")
+            out.append(f"note: {self.foreign_records} record(s) in the folder are {where}; the report includes them")
         for rid, label, err in self.failures:
             out.append(f"FAILED {rid} {label}: {err}")
         if self.failed:

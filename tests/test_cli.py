@@ -20,7 +20,13 @@ def test_run_then_report_then_rerun(tmp_path, capsys, monkeypatch):
     assert cli.main(["report", "results/toy"]) == 0
     assert (tmp_path / "reports" / "toy" / "report.md").read_bytes() == page
     assert cli.main(["run", str(suite), "--no-progress", "--set", "toy.epochs=1", "--no-report"]) == 0
-    assert "10 already done, 0 ran ok" in capsys.readouterr().out
+    out = capsys.readouterr().out
+    assert "10 already done, 0 ran ok" in out and "record(s) in the folder" not in out
+    assert cli.main(["run", str(suite), "--no-progress", "--set", "toy.epochs=1", "--no-report",
+                     "--set", "grid.seed=[0]"]) == 0
+    out = capsys.readouterr().out
+    assert ("record(s) in the folder are outside this command's selection "
+            "(--set toy.epochs=1 --set grid.seed=[0]): other seeds") in out
 
 
 def test_failed_runs_give_exit_status_1(tmp_path, capsys, monkeypatch):
