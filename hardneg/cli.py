@@ -120,7 +120,6 @@ def _cmd_run(args: argparse.Namespace) -> int:
         executor = make_executor(args.executor, jobs=args.jobs, address=args.address)
         summary = runner.run_suite(suite, results_dir=folder, data_root=args.data_root, executor=executor,
                                    progress=progress, on_changed=on_changed)
-    summary.selection = " ".join([f"--only {o}" for o in args.only] + [f"--set {o}" for o in args.overrides])
     for line in summary.lines():
         print(line)
     if summary.interrupted:

@@ -220,7 +220,7 @@ class SuiteSummary:
     failures: list[tuple[str, str, str]] = field(default_factory=list)   # (run_id, label, error)
     removed_tmp: int = 0
     foreign_records: int = 0     # records in the folder that this suite no longer expands to
-    selection: str = ""          # how the command narrowed the suite file (--only / --set), for the notes
+    selection: str = ""          # the suite's --only / --set narrowing (Suite.selection), for the notes
     rerun_changed: int = 0
     unchecked: int = 0
     unreadable: list[str] = field(default_factory=list)
@@ -277,7 +277,7 @@ def run_suite(suite: Suite, *, results_dir: str | os.PathLike | None = None,
     folder = Path(results_dir) if results_dir is not None else default_results_dir(suite.name)
     t_start = time.perf_counter()
     job_list = plan(suite.specs)
-    summary = SuiteSummary(suite=suite.name, results_dir=folder, total=len(job_list))
+    summary = SuiteSummary(suite=suite.name, results_dir=folder, total=len(job_list), selection=suite.selection)
     use_bar = progress if progress is not None else sys.stderr.isatty()
     bar = None
 

@@ -35,6 +35,7 @@ class Suite:
     budget_cpu_hours: float | None = None                      # [suite] budget_cpu_hours
     budget_cpu_minutes_per_run: float | None = None            # [suite] budget_cpu_minutes_per_run
     warnings: list[str] = field(default_factory=list)          # settings outside the stable range
+    selection: str = ""                                        # the --only / --set that narrowed the file
 
     def __len__(self) -> int:
         return len(self.specs)
@@ -128,4 +129,5 @@ def parse_suite(doc: Mapping[str, Any], *, source: str = "<suite>", default_name
     return Suite(name=name, path=path, description=suite_tbl.get("description", ""),
                  specs=unique, modalities=modalities, document=doc,
                  budget_cpu_hours=None if budget is None else float(budget),
-                 budget_cpu_minutes_per_run=None if per_run is None else float(per_run), warnings=warnings)
+                 budget_cpu_minutes_per_run=None if per_run is None else float(per_run), warnings=warnings,
+                 selection=" ".join([f"--only {o}" for o in only] + [f"--set {o}" for o in overrides]))
