@@ -62,6 +62,11 @@ def _parser() -> argparse.ArgumentParser:
     rp.add_argument("--adjust", choices=("holm", "bh"), default="holm",
                     help="p adjustment across the verdict's comparisons: holm (family-wise error, default) "
                          "or bh (Benjamini-Hochberg, false discovery rate)")
+    rp.add_argument("--companion", action="append", metavar="DIR",
+                    help="another suite's results folder whose best-epoch numbers (train.eval_every) the page "
+                         "sets beside this suite's, e.g. results/graph-best-epoch (repeatable; default: those "
+                         "the existing report was made with)")
+    rp.add_argument("--no-companions", action="store_true", help="drop the existing report's companions")
 
     sub.add_parser("list", help="modalities, their data sets, and the suites in benchmarks/")
 
@@ -134,10 +139,15 @@ def _cmd_run(args: argparse.Namespace) -> int:
 
 def _cmd_report(args: argparse.Namespace) -> int:
     from . import report
+    from .errors import ConfigError
 
     folder = Path(args.results_dir)
     out = Path(args.out) if args.out else None
-    page = report.write_report(folder, out, adjust=args.adjust)
+    if args.no_companions and args.companion:
+        raise ConfigError(f"--no-companions and --companion {' '.join(args.companion)} contradict each other; "
+                          "give one")
+    companions = [] if args.no_companions else args.companion
+    page = report.write_report(folder, out, adjust=args.adjust, companions=companions)
     print(f"report: {page}")
     return 0
 

@@ -58,6 +58,15 @@ def test_missing_suite_and_report_of_nothing(tmp_path, capsys, monkeypatch):
     assert "no suite named 'no-such-suite'" in capsys.readouterr().err
     assert cli.main(["report", str(tmp_path / "nowhere")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    assert cli.main(["report", "res", "--companion", "comp", "--no-companions"]) == 2
+    assert "--no-companions and --companion comp contradict each other" in capsys.readouterr().err
+    (tmp_path / "res").mkdir()
+    results.write_record(tmp_path / "res", {
+        "schema_version": results.SCHEMA_VERSION, "suite": "s", "run_id": "000000000000", "status": "ok",
+        "spec": {"modality": "toy", "dataset": "d", "seed": 0, "loss": {}, "train": {"epochs": 0}},
+        "metrics": [], "curves": []})
+    assert cli.main(["report", "res", "--companion", "comp"]) == 2
+    assert "companion folder comp does not exist" in capsys.readouterr().err
 
 
 def test_list_and_data_check(tmp_path, capsys, monkeypatch):

@@ -10,6 +10,7 @@ import toy_adapter
 from scipy import stats
 
 from hardneg import config, report, results, runner
+from hardneg.report import companion
 from hardneg.results import ResultsError
 
 
@@ -276,6 +277,56 @@ def test_best_epoch_numbers_are_set_beside_the_last_epoch_per_cell(tmp_path):
     assert rows == ["| graph / MUTAG | `svc_acc_best` | jsd | 0 | 0 | 3 | 81.33 | 83.67 | 0.00 to 4.00 (median 3.00) | 1 |",
                     "| graph / MUTAG | `svc_acc_best` | hard-jsd | 1 | 0.1 | 3 | 82.33 | 84.67 | 0.00 to 4.00 "
                     "(median 3.00) | 1 |"]
+
+
+def _best_epoch_records(folder: Path, suite: str = "companion") -> None:
+    for seed, (ev, last) in enumerate(((84.0, 80.0), (86.0, 83.0), (81.0, 81.0))):
+        r = rec(f"c0{seed}", 0.0, 0.0, seed, last)
+        r["suite"] = r["spec"]["suite"] = suite
+        r["spec"]["train"]["eval_every"] = 1
+        r["curves"][0]["eval_svc_acc"] = ev
+        r["metrics"].append({"metric": "svc_acc_best", "value": max(ev, last), "split": "cv", "std": 1.0,
+                             "protocol": "best of 3", "selection": "selected-on-test"})
+        results.write_record(folder, r)
+
+
+def test_a_companion_suites_best_epoch_numbers_sit_beside_the_verdict_and_stay_with_the_report(tmp_path):
+    hand_records(tmp_path / "res")
+    _best_epoch_records(tmp_path / "comp")
+    out = tmp_path / "rep"
+    alone = report.write_report(tmp_path / "res", tmp_path / "alone").read_text()
+    text = report.write_report(tmp_path / "res", out, companions=[tmp_path / "comp"]).read_text()
+    assert "Companion" not in alone and "--companion" not in alone
+    block = text.split("## Companion `companion`: numbers selected on the test data")[1].split("## Provenance")[0]
+    assert "the 3 record(s) in" in block and "(seeds 0, 1, 2; commit c0ffee (clean); cpu)" in block
+    assert "over 3 run(s) it is above the last-epoch `svc_acc` by 0.00 to 4.00 (median 3.00) points" in block
+    # the verdict and the tables are the report's own records only
+    assert text.split("## Verdict")[1].split("## Companion")[0] == alone.split("## Verdict")[1].split("## Provenance")[0]
+    assert f"--companion {companion.shown(tmp_path / 'comp')}`" in text.splitlines()[2]
+    assert (out / "tables" / "gains.csv").read_bytes() == (tmp_path / "alone" / "tables" / "gains.csv").read_bytes()
+    # regenerating without naming companions keeps them; a new companion record changes the page
+    fp = (out / ".inputs.sha256").read_text()
+    assert report.write_report(tmp_path / "res", out).read_text() == text
+    r = rec("c03", 0.0, 0.0, 3, 82.0)
+    r["metrics"].append({"metric": "svc_acc_best", "value": 82.0, "split": "cv", "std": 1.0,
+                         "protocol": "best of 3", "selection": "selected-on-test"})
+    results.write_record(tmp_path / "comp", r)
+    report.write_report(tmp_path / "res", out, if_changed=True)
+    assert (out / ".inputs.sha256").read_text() != fp and "the 4 record(s) in" in (out / "report.md").read_text()
+    # an empty list drops them
+    assert report.write_report(tmp_path / "res", out, companions=[]).read_text() == alone
+    assert not (out / ".companions").exists()
+
+
+def test_a_companion_without_best_epoch_numbers_or_records_is_refused_by_name(tmp_path):
+    hand_records(tmp_path / "res")
+    hand_records(tmp_path / "other")
+    (tmp_path / "empty").mkdir()
+    for folder, what in (("other", "holds no best-epoch metric"), ("empty", "holds no run records"),
+                         ("missing", "does not exist"), ("res", "is the report's own results folder")):
+        with pytest.raises(ResultsError, match=f"companion folder .*{folder} {what}"):
+            report.write_report(tmp_path / "res", tmp_path / "rep", companions=[tmp_path / folder])
+    assert not (tmp_path / "rep").exists()
 
 
 def test_by_dataset_table_lines_up_methods_across_data_sets(tmp_path):

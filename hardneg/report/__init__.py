@@ -16,7 +16,9 @@ The package, one concern a module: :mod:`.stats` (t-tests, CIs, MDE, Holm / BH, 
 its docstring), :mod:`.cells` (the prepared frame, setting strings, per-cell summaries),
 :mod:`.compare` (which runs are compared and how: pairing by processor kind and clean commit,
 the adjusted family), :mod:`.overall` (the mean gain across data sets), :mod:`.tables`, :mod:`.figures`, :mod:`.verdict` (the first section and
-its sentences), :mod:`.published` (published and parity numbers beside ours), :mod:`.page`.
+its sentences), :mod:`.published` (published and parity numbers beside ours), :mod:`.selection`
+(best-epoch numbers against the last epoch), :mod:`.companion` (another suite's best-epoch numbers on
+this page, ``--companion``), :mod:`.page`.
 
 Statistics. ``std`` is the sample standard deviation (ddof = 1) over seeds and ``n`` the
 number of seeds with a finite value. Gains, tests and adjustment: :mod:`.compare` and

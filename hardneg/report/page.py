@@ -13,7 +13,7 @@ from typing import Any
 from .. import atomic, record
 from .. import results as store
 from ..results import ResultsError
-from . import stats, verdict
+from . import companion, stats, verdict
 from .cells import _curves, _is_eval_curve, _prepare
 from .figures import plot_all
 from .fmt import _md_table
@@ -101,15 +101,21 @@ def _curve_section(df, recs: Sequence[Mapping[str, Any]], mod: str, dsets: Seque
 
 
 def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures: Sequence[Mapping[str, str]],
-                records: Sequence[Mapping[str, Any]]) -> str:
+                records: Sequence[Mapping[str, Any]],
+                companions: Sequence[companion.Companion] = ()) -> str:
     """The Markdown report page (no generation timestamp: the page depends on the records only)."""
     ok = [r for r in records if r.get("status") == "ok"]
     failed = [r for r in records if r.get("status") != "ok"]
     L: list[str] = [f"# hardneg report: suite `{suite}`", ""]
-    L.append(f"Regenerate with `hardneg report {folder.as_posix()}`: everything below is computed from the "
-             f"{len(records)} run records in that folder ({len(ok)} ok, {len(failed)} failed); nothing is retrained.")
+    command = " ".join([f"hardneg report {folder.as_posix()}"]
+                       + [f"--companion {companion.shown(c.folder)}" for c in companions])
+    L.append(f"Regenerate with `{command}`: everything below is computed from the "
+             f"{len(records)} run records in that folder ({len(ok)} ok, {len(failed)} failed)"
+             + (" and, in the companion section only, those of its companion(s)" if companions else "")
+             + "; nothing is retrained.")
     L.append("")
     L += verdict.render(df, tables, records)
+    L += companion.section(companions)
     L.append("## Provenance")
     L.append("")
     finished = _unique(records, lambda r: r.get("finished_at"))
@@ -245,16 +251,25 @@ def render_page(suite: str, folder: Path, df, tables: Mapping[str, Any], figures
 
 #: the report folder's record of what it was made from (records, adjustment, report code)
 FINGERPRINT = ".inputs.sha256"
-_GENERATED = ("report.md", "tables", "figures", FINGERPRINT)
+_GENERATED = ("report.md", "tables", "figures", FINGERPRINT, companion.LIST_FILE)
 
 
-def inputs_fingerprint(results_dir: Path, adjust: str) -> str:
-    """SHA-256 over what a report depends on: every record file's name and bytes, the p
+def _record_files(folder: Path) -> list[Path]:
+    return sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
+
+
+def inputs_fingerprint(results_dir: Path, adjust: str, companions: Sequence[str] = (),
+                       out: Path | None = None) -> str:
+    """SHA-256 over what a report depends on: every record file's name and bytes (its companion
+    folders' too, each named by its path relative to the report folder ``out``), the p
     adjustment, and the report package's own source (so a changed report shows up too)."""
     h = hashlib.sha256(f"adjust={adjust}\n".encode())
-    files = sorted(p for p in results_dir.rglob("*.json") if not p.name.startswith("."))
     code = sorted(Path(__file__).parent.glob("*.py"))
-    for label, paths, root in (("record", files, results_dir), ("code", code, Path(__file__).parent)):
+    inputs = [("record", _record_files(results_dir), results_dir)]
+    for c in companions:
+        here = Path(c) if out is None else out / c
+        inputs.append((f"companion {Path(c).as_posix()}", _record_files(here), here))
+    for label, paths, root in inputs + [("code", code, Path(__file__).parent)]:
         for p in paths:
             h.update(f"{label}:{p.relative_to(root).as_posix()}\n".encode())
             h.update(hashlib.sha256(p.read_bytes()).digest())
@@ -262,7 +277,8 @@ def inputs_fingerprint(results_dir: Path, adjust: str) -> str:
 
 
 def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None = None,
-                 adjust: str = "holm", *, if_changed: bool = False) -> Path:
+                 adjust: str = "holm", *, if_changed: bool = False,
+                 companions: Sequence[str | os.PathLike] | None = None) -> Path:
     """Regenerate the report of the records in ``results_dir``; returns the page's path.
 
     ``out`` defaults to ``reports/<suite>``; ``adjust`` is the verdict's p adjustment, ``holm``
@@ -271,7 +287,9 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     swapped into place (:func:`hardneg.atomic.replace_dir`), so a kill leaves the old report or
     the new one, never a mix; anything else in ``out`` is carried over unchanged. With
     ``if_changed`` (what ``hardneg run`` uses), nothing is written when the records, the
-    adjustment and the report code are those the existing report was made from.
+    adjustment and the report code are those the existing report was made from. ``companions``
+    are other suites' results folders whose best-epoch numbers the page sets beside this
+    suite's (:mod:`.companion`); None keeps those the existing report in ``out`` was made with.
     """
     folder = Path(results_dir)
     records = store.load_records(folder)
@@ -282,7 +300,8 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     out = Path(out) if out is not None else Path("reports") / suite
     stats.adjust([], adjust)
     page = out / "report.md"
-    fingerprint = inputs_fingerprint(folder, adjust)
+    beside = companion.load(companion.resolve(out, companions), folder)
+    fingerprint = inputs_fingerprint(folder, adjust, companion.remember(out, beside).splitlines(), out)
     if if_changed and page.is_file() and (out / FINGERPRINT).is_file() \
             and (out / FINGERPRINT).read_text().strip() == fingerprint:
         return page
@@ -298,6 +317,8 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
                     (shutil.copytree if entry.is_dir() else shutil.copy2)(entry, new / entry.name)
         tables = write_tables(df, new, adjust)
         figures = plot_all(df, tables["summary"], records, new, verdict.trivial_baselines(records))
-        store.atomic_write_text(new / "report.md", render_page(suite, rel, df, tables, figures, records))
+        store.atomic_write_text(new / "report.md", render_page(suite, rel, df, tables, figures, records, beside))
         atomic.write_text(new / FINGERPRINT, fingerprint + "\n")
+        if beside:
+            atomic.write_text(new / companion.LIST_FILE, companion.remember(out, beside))
     return page

@@ -94,11 +94,17 @@ def _rows(cells) -> list[list[str]]:
     return rows
 
 
-def section(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
-    """The report's 'Numbers selected on the test data' block (empty without best-epoch metrics)."""
+def body(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """Per data set a sentence, then the per-cell table (empty without best-epoch metrics)."""
     cells = _cells(df, records)
     if not cells:
         return []
-    return (["### Numbers selected on the test data", ""] + [f"- {s}" for s in _sentences(cells)] + ["",
+    return ([f"- {s}" for s in _sentences(cells)] + ["",
             "Per cell (means over the runs that hold both numbers; best − last per run; the chosen epoch is "
             "1-based):", "", _md_table(TABLE_HEADER, _rows(cells), TABLE_ALIGN, drop_empty=("setting",))])
+
+
+def section(df, records: Sequence[Mapping[str, Any]]) -> list[str]:
+    """The report's 'Numbers selected on the test data' block (empty without best-epoch metrics)."""
+    b = body(df, records)
+    return ["### Numbers selected on the test data", ""] + b if b else []
