@@ -258,7 +258,7 @@ def _record_files(folder: Path) -> list[Path]:
     return sorted(p for p in folder.rglob("*.json") if not p.name.startswith("."))
 
 
-def inputs_fingerprint(results_dir: Path, adjust: str, companions: Sequence[str] = (),
+def inputs_fingerprint(results_dir: Path, adjust: str, companions: Sequence[Path] = (),
                        out: Path | None = None) -> str:
     """SHA-256 over what a report depends on: every record file's name and bytes (its companion
     folders' too, each named by its path relative to the report folder ``out``), the p
@@ -267,8 +267,8 @@ def inputs_fingerprint(results_dir: Path, adjust: str, companions: Sequence[str]
     code = sorted(Path(__file__).parent.glob("*.py"))
     inputs = [("record", _record_files(results_dir), results_dir)]
     for c in companions:
-        here = Path(c) if out is None else out / c
-        inputs.append((f"companion {Path(c).as_posix()}", _record_files(here), here))
+        name = Path(os.path.relpath(c.resolve(), (out or Path.cwd()).resolve())).as_posix()
+        inputs.append((f"companion {name}", _record_files(c), c))
     for label, paths, root in inputs + [("code", code, Path(__file__).parent)]:
         for p in paths:
             h.update(f"{label}:{p.relative_to(root).as_posix()}\n".encode())
@@ -300,11 +300,12 @@ def write_report(results_dir: str | os.PathLike, out: str | os.PathLike | None =
     out = Path(out) if out is not None else Path("reports") / suite
     stats.adjust([], adjust)
     page = out / "report.md"
-    beside = companion.load(companion.resolve(out, companions), folder)
-    fingerprint = inputs_fingerprint(folder, adjust, companion.remember(out, beside).splitlines(), out)
+    companion_dirs = companion.resolve(out, companions)
+    fingerprint = inputs_fingerprint(folder, adjust, companion_dirs, out)
     if if_changed and page.is_file() and (out / FINGERPRINT).is_file() \
             and (out / FINGERPRINT).read_text().strip() == fingerprint:
         return page
+    beside = companion.load(companion_dirs, folder)
     try:
         rel = Path(os.path.relpath(folder, Path.cwd()))
     except ValueError:
